@@ -1,0 +1,120 @@
+"""AcmEngine: the fraud detection service OpenSIPS consults for every initial INVITE."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.workload import DeploymentSpec, managed_deployment, service
+from stacks.config import AcmEngineConfig
+
+
+class AcmEngineArgs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    settings: AcmEngineConfig
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+    database_host: str
+    database_port: int
+    database_secret_name: str
+    dragonfly_host: str
+    dragonfly_port: int
+    clickhouse_url: str
+
+
+class AcmEngine(pulumi.ComponentResource):
+    """Active engines scaled by an HPA, plus standby engines OpenSIPS uses only as failover.
+
+    Each engine is its own dispatcher destination, found through a headless Service that lists
+    ready pods only, so OpenSIPS probes and fails over per engine, not per ClusterIP.
+    """
+
+    def __init__(self, name: str, args: AcmEngineArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:AcmEngine", name, None, opts)
+        settings = args.settings
+        self.active = self._engines(name, kube.ACM_ENGINE, args, role="active")
+        self.backup = None
+        if settings.backup_replicas > 0:
+            self.backup = self._engines(f"{name}-backup", kube.ACM_ENGINE_BACKUP, args,
+                                        role="backup")
+        self.http_service = service(
+            f"{name}-http-service", kube.ACM_ENGINE.name, kube.ACM_ENGINE, args.namespace,
+            args.instance, [{"name": "http", "port": settings.http_port, "target_port": "http"}],
+            self, type="ClusterIP",
+        )
+        self.sip_domain = self._sip_service(name, kube.ACM_ENGINE, args)
+        self.backup_sip_domain = (
+            self._sip_service(f"{name}-backup", kube.ACM_ENGINE_BACKUP, args)
+            if self.backup is not None else None
+        )
+        self.sip_port = settings.sip_port
+        self.register_outputs({
+            "sipDomain": self.sip_domain,
+            "backupSipDomain": self.backup_sip_domain,
+            "sipPort": self.sip_port,
+        })
+
+    def _engines(self, name: str, part: kube.Part, args: AcmEngineArgs, role: str) -> Any:
+        settings = args.settings
+        container = {
+            "name": "acm-engine",
+            "image": settings.image,
+            "ports": [
+                {"name": "http", "container_port": settings.http_port, "protocol": "TCP"},
+                {"name": "sip-udp", "container_port": settings.sip_port, "protocol": "UDP"},
+                {"name": "sip-tcp", "container_port": settings.sip_port, "protocol": "TCP"},
+            ],
+            "env": [
+                {"name": "ACM_ROLE", "value": role},
+                {"name": "ACM_HTTP_PORT", "value": str(settings.http_port)},
+                {"name": "ACM_SIP_PORT", "value": str(settings.sip_port)},
+                {"name": "ACM_DATABASE_HOST", "value": args.database_host},
+                {"name": "ACM_DATABASE_PORT", "value": str(args.database_port)},
+                {"name": "ACM_DATABASE_USER", "value_from": {"secret_key_ref": {
+                    "name": args.database_secret_name, "key": "username"}}},
+                {"name": "ACM_DATABASE_PASSWORD", "value_from": {"secret_key_ref": {
+                    "name": args.database_secret_name, "key": "password"}}},
+                {"name": "ACM_REDIS_URL",
+                 "value": f"redis://{args.dragonfly_host}:{args.dragonfly_port}"},
+                {"name": "ACM_CLICKHOUSE_URL", "value": args.clickhouse_url},
+            ],
+            "resources": kube.resources(settings.resources),
+            "security_context": kube.container_security(),
+            "liveness_probe": kube.http_probe("/health", "http", failures=3),
+            "readiness_probe": kube.http_probe("/health", "http", period=5, failures=2),
+            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+        }
+        spec = DeploymentSpec(
+            part=part, namespace=args.namespace, instance=args.instance,
+            containers=[container], priority_class=args.priority_class,
+            node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
+            autoscaling=settings.autoscaling if role == "active" else None,
+            replicas=settings.backup_replicas if role == "backup" else None,
+            # The standby has no floor to protect: a budget over it would only block drains.
+            disruption=settings.pdb if role == "active" else None,
+            volumes=[{"name": "tmp", "empty_dir": {"size_limit": "128Mi"}}],
+            extra_labels={kube.ROLE_LABEL: role},
+        )
+        return managed_deployment(name, spec, self)
+
+    def _sip_service(self, name: str, part: kube.Part, args: AcmEngineArgs) -> str:
+        service_name = f"{part.name}-sip"
+        service(
+            f"{name}-sip-service", service_name, part, args.namespace, args.instance,
+            [
+                {"name": "sip-udp", "port": args.settings.sip_port, "target_port": "sip-udp",
+                 "protocol": "UDP"},
+                {"name": "sip-tcp", "port": args.settings.sip_port, "target_port": "sip-tcp",
+                 "protocol": "TCP"},
+            ],
+            self, cluster_ip="None", publish_not_ready_addresses=False,
+        )
+        return f"{service_name}.{args.namespace}.svc.cluster.local"

@@ -1,0 +1,178 @@
+"""The platform's stores: Dragonfly (shared state), YugabyteDB (system of record), ClickHouse."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.stateful import StatefulTierSpec, quorum_disruption_budget, stateful_tier
+from stacks.config import ClickHouseConfig, DragonflyConfig, YugabyteConfig
+
+YB_MASTER_RPC = 7100
+YB_MASTER_WEB = 7000
+YB_TSERVER_RPC = 9100
+YB_TSERVER_WEB = 9000
+CLUSTER_DOMAIN = "cluster.local"
+
+
+class StoreArgs(BaseModel):
+    """What every store needs to know about where it runs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+
+
+def _client_service(
+    resource_name: str, part: kube.Part, args: StoreArgs, ports: dict[str, int],
+    parent: pulumi.Resource,
+) -> k8s.core.v1.Service:
+    return k8s.core.v1.Service(
+        resource_name,
+        metadata=kube.metadata(part.name, args.namespace, part.labels(args.instance)),
+        spec={
+            "type": "ClusterIP",
+            "selector": part.selector(args.instance),
+            "ports": [
+                {"name": name, "port": port, "target_port": name, "protocol": "TCP"}
+                for name, port in ports.items()
+            ],
+        },
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+
+
+class DragonflyArgs(StoreArgs):
+    settings: DragonflyConfig
+
+
+class Dragonfly(pulumi.ComponentResource):
+    """Redis-compatible shared state: dialog/profile cache and the circuit-breaker state."""
+
+    def __init__(self, name: str, args: DragonflyArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:Dragonfly", name, None, opts)
+        settings = args.settings
+        spec = StatefulTierSpec(
+            part=kube.DRAGONFLY, namespace=args.namespace, instance=args.instance,
+            image=settings.image, replicas=1, resources=settings.resources,
+            storage=settings.storage, ports={"redis": settings.port}, data_path="/data",
+            args=["--port", str(settings.port), "--dir", "/data", "--dbfilename", "dump",
+                  "--snapshot_cron", "*/5 * * * *"],
+            liveness=kube.tcp_probe("redis"), readiness=kube.tcp_probe("redis", period=5),
+            priority_class=args.priority_class, node_topology_key=args.node_topology_key,
+            zone_topology_key=args.zone_topology_key,
+        )
+        self.tier = stateful_tier(name, spec, self)
+        self.service = _client_service(f"{name}-service", kube.DRAGONFLY, args,
+                                       {"redis": settings.port}, self)
+        self.host = f"{kube.DRAGONFLY.name}.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        self.port = settings.port
+        self.register_outputs({"host": self.host, "port": self.port})
+
+
+class ClickHouseArgs(StoreArgs):
+    settings: ClickHouseConfig
+
+
+class ClickHouse(pulumi.ComponentResource):
+    """CDR analytics store."""
+
+    def __init__(self, name: str, args: ClickHouseArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:ClickHouse", name, None, opts)
+        settings = args.settings
+        ports = {"http": settings.http_port, "native": settings.native_port}
+        spec = StatefulTierSpec(
+            part=kube.CLICKHOUSE, namespace=args.namespace, instance=args.instance,
+            image=settings.image, replicas=1, resources=settings.resources,
+            storage=settings.storage, ports=ports, data_path="/var/lib/clickhouse",
+            liveness=kube.http_probe("/ping", "http"),
+            readiness=kube.http_probe("/ping", "http", period=5),
+            priority_class=args.priority_class, node_topology_key=args.node_topology_key,
+            zone_topology_key=args.zone_topology_key,
+            # The server writes its logs and preprocessed config beside its data.
+            scratch_paths=("/tmp", "/var/log/clickhouse-server", "/etc/clickhouse-server/config.d"),
+        )
+        self.tier = stateful_tier(name, spec, self)
+        self.service = _client_service(f"{name}-service", kube.CLICKHOUSE, args, ports, self)
+        self.host = f"{kube.CLICKHOUSE.name}.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        self.http_port = settings.http_port
+        self.register_outputs({"host": self.host, "httpPort": self.http_port})
+
+
+class YugabyteArgs(StoreArgs):
+    settings: YugabyteConfig
+
+
+class YugabyteDb(pulumi.ComponentResource):
+    """PostgreSQL-compatible system of record: masters and tservers as StatefulSets."""
+
+    def __init__(self, name: str, args: YugabyteArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:YugabyteDb", name, None, opts)
+        settings = args.settings
+        masters_domain = f"{kube.YB_MASTER.name}-headless.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        tservers_domain = f"{kube.YB_TSERVER.name}-headless.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        master_addresses = ",".join(
+            f"{kube.YB_MASTER.name}-{index}.{masters_domain}:{YB_MASTER_RPC}"
+            for index in range(settings.masters.replicas)
+        )
+        common = {
+            "namespace": args.namespace, "instance": args.instance, "image": settings.image,
+            "priority_class": args.priority_class, "node_topology_key": args.node_topology_key,
+            "zone_topology_key": args.zone_topology_key, "data_path": "/mnt/data",
+        }
+        master_spec = StatefulTierSpec(
+            part=kube.YB_MASTER, replicas=settings.masters.replicas,
+            resources=settings.masters.resources, storage=settings.masters.storage,
+            ports={"rpc": YB_MASTER_RPC, "web": YB_MASTER_WEB},
+            command=["/home/yugabyte/bin/yb-master"],
+            args=[
+                "--fs_data_dirs=/mnt/data",
+                f"--master_addresses={master_addresses}",
+                f"--replication_factor={settings.replication_factor}",
+                f"--rpc_bind_addresses=$(POD_NAME).{masters_domain}:{YB_MASTER_RPC}",
+                f"--server_broadcast_addresses=$(POD_NAME).{masters_domain}:{YB_MASTER_RPC}",
+                "--logtostderr",
+            ],
+            liveness=kube.tcp_probe("rpc", initial_delay=30),
+            readiness=kube.tcp_probe("rpc", period=5),
+            **common,  # type: ignore[arg-type]
+        )
+        tserver_spec = StatefulTierSpec(
+            part=kube.YB_TSERVER, replicas=settings.tservers.replicas,
+            resources=settings.tservers.resources, storage=settings.tservers.storage,
+            ports={"rpc": YB_TSERVER_RPC, "web": YB_TSERVER_WEB, "ysql": settings.ysql_port},
+            command=["/home/yugabyte/bin/yb-tserver"],
+            args=[
+                "--fs_data_dirs=/mnt/data",
+                f"--tserver_master_addrs={master_addresses}",
+                f"--rpc_bind_addresses=$(POD_NAME).{tservers_domain}:{YB_TSERVER_RPC}",
+                f"--server_broadcast_addresses=$(POD_NAME).{tservers_domain}:{YB_TSERVER_RPC}",
+                "--enable_ysql=true",
+                f"--pgsql_proxy_bind_address=0.0.0.0:{settings.ysql_port}",
+                "--ysql_enable_auth=true",
+                "--logtostderr",
+            ],
+            liveness=kube.tcp_probe("rpc", initial_delay=30),
+            readiness=kube.tcp_probe("ysql", period=5),
+            **common,  # type: ignore[arg-type]
+        )
+        self.masters = stateful_tier(f"{name}-master", master_spec, self)
+        self.tservers = stateful_tier(f"{name}-tserver", tserver_spec, self)
+        self.master_pdb = quorum_disruption_budget(f"{name}-master-pdb", master_spec, self)
+        self.tserver_pdb = quorum_disruption_budget(f"{name}-tserver-pdb", tserver_spec, self)
+        self.ysql_service = _client_service(
+            f"{name}-ysql-service", kube.YB_TSERVER, args, {"ysql": settings.ysql_port}, self
+        )
+        self.host = f"{kube.YB_TSERVER.name}.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        self.ysql_port = settings.ysql_port
+        self.register_outputs({"host": self.host, "ysqlPort": self.ysql_port,
+                               "replicationFactor": settings.replication_factor})

@@ -1,0 +1,155 @@
+"""HaproxyTier: the L4 entry for SIP over TCP and TLS, passing the caller's address on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.templating import render
+from components.workload import DeploymentSpec, managed_deployment, service
+from stacks.config import Features, HaproxyConfig, OpenSipsPorts
+
+CONFIG_DIR = "/usr/local/etc/haproxy"
+RUN_DIR = "/var/run/haproxy"
+# The health check HAProxy sends to each OpenSIPS: a SIP OPTIONS that OpenSIPS answers 200.
+OPTIONS_PROBE = (
+    "OPTIONS sip:opensips SIP/2.0\\r\\n"
+    "Via: SIP/2.0/TCP haproxy.invalid;branch=z9hG4bK-haproxy-check\\r\\n"
+    "Max-Forwards: 70\\r\\n"
+    "From: <sip:haproxy@haproxy.invalid>;tag=haproxy-check\\r\\n"
+    "To: <sip:opensips>\\r\\n"
+    "Call-ID: haproxy-check@haproxy.invalid\\r\\n"
+    "CSeq: 1 OPTIONS\\r\\n"
+    "Content-Length: 0\\r\\n\\r\\n"
+)
+
+
+class HaproxyArgs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    settings: HaproxyConfig
+    features: Features
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+    opensips_headless_domain: str
+    opensips_ports: OpenSipsPorts
+    opensips_max_replicas: int
+    sip_peer_cidrs: list[str]
+
+
+def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
+    settings = args.settings
+    check = settings.health_check
+    domain = args.opensips_headless_domain
+    backends = [{"name": "opensips_sip_tcp", "srv_record": f"_proxy-tcp._tcp.{domain}",
+                 "check_port": None}]
+    if args.features.sip_tls:
+        backends.append({"name": "opensips_sip_tls", "srv_record": f"_proxy-tls._tcp.{domain}",
+                         "check_port": args.opensips_ports.proxy_tcp})
+    return {
+        "max_connections": settings.max_connections,
+        "admin_socket": f"{RUN_DIR}/admin.sock",
+        "tls_enabled": args.features.sip_tls,
+        "sip_tcp_port": settings.ports.sip_tcp,
+        "sip_tls_port": settings.ports.sip_tls,
+        "management_port": settings.ports.management,
+        "stats_port": settings.ports.stats,
+        "health_port": settings.ports.health,
+        "metrics_port": settings.ports.metrics,
+        "sip_backends": backends,
+        "mi_srv_record": f"_http._tcp.{domain}",
+        # One slot per OpenSIPS the HPA may run, so scaling up never outgrows the backend.
+        "server_slots": args.opensips_max_replicas,
+        "stick_table_size": "1m",
+        "stick_expire": "1h",
+        "check_inter": f"{check.inter_seconds}s",
+        "check_rise": check.rise,
+        "check_fall": check.fall,
+        "options_probe": OPTIONS_PROBE,
+    }
+
+
+class HaproxyTier(pulumi.ComponentResource):
+    """HAProxy Deployment, its rendered config, PDB, and the SIP and admin Services."""
+
+    def __init__(self, name: str, args: HaproxyArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:HaproxyTier", name, None, opts)
+        settings = args.settings
+        part = kube.HAPROXY
+        ports = settings.ports
+        self.config = kube.RenderedConfig(
+            f"{name}-config", "haproxy-config", args.namespace, part.labels(args.instance),
+            {"haproxy.cfg": render("haproxy.cfg.j2", **haproxy_values(args))},
+            pulumi.ResourceOptions(parent=self),
+        )
+        container_ports = [
+            {"name": "sip-tcp", "container_port": ports.sip_tcp, "protocol": "TCP"},
+            {"name": "management", "container_port": ports.management, "protocol": "TCP"},
+            {"name": "stats", "container_port": ports.stats, "protocol": "TCP"},
+            {"name": "health", "container_port": ports.health, "protocol": "TCP"},
+            {"name": "metrics", "container_port": ports.metrics, "protocol": "TCP"},
+        ]
+        if args.features.sip_tls:
+            container_ports.insert(
+                1, {"name": "sip-tls", "container_port": ports.sip_tls, "protocol": "TCP"}
+            )
+        container = {
+            "name": "haproxy",
+            "image": settings.image,
+            "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
+            "ports": container_ports,
+            "resources": kube.resources(settings.resources),
+            "security_context": kube.container_security(),
+            "liveness_probe": kube.http_probe("/healthz", "health"),
+            "readiness_probe": kube.http_probe("/ready", "health", period=5, failures=2),
+            "volume_mounts": [
+                {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
+                {"name": "run", "mount_path": RUN_DIR},
+            ],
+        }
+        spec = DeploymentSpec(
+            part=part, namespace=args.namespace, instance=args.instance,
+            containers=[container], priority_class=args.priority_class,
+            node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
+            replicas=settings.replicas, disruption=settings.pdb,
+            volumes=[
+                {"name": "config", "config_map": {"name": self.config.name}},
+                {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
+            ],
+            config_hash=self.config.hash,
+        )
+        self.workload = managed_deployment(name, spec, self,
+                                             depends_on=[self.config.config_map])
+        sip_ports = [{"name": "sip-tcp", "port": ports.sip_tcp, "target_port": "sip-tcp",
+                      "protocol": "TCP"}]
+        if args.features.sip_tls:
+            sip_ports.append({"name": "sip-tls", "port": ports.sip_tls, "target_port": "sip-tls",
+                              "protocol": "TCP"})
+        sip_spec: dict[str, Any] = {"type": settings.service_type}
+        if settings.service_type == "LoadBalancer":
+            # Local keeps the caller's source address, which send-proxy passes to OpenSIPS.
+            sip_spec["external_traffic_policy"] = "Local"
+            sip_spec["load_balancer_source_ranges"] = list(args.sip_peer_cidrs)
+        self.sip_service = service(
+            f"{name}-sip", "haproxy-sip", part, args.namespace, args.instance, sip_ports, self,
+            **sip_spec,
+        )
+        self.admin_service = service(
+            f"{name}-admin", "haproxy-admin", part, args.namespace, args.instance,
+            [
+                {"name": "management", "port": ports.management, "target_port": "management"},
+                {"name": "stats", "port": ports.stats, "target_port": "stats"},
+                {"name": "health", "port": ports.health, "target_port": "health"},
+                {"name": "metrics", "port": ports.metrics, "target_port": "metrics"},
+            ],
+            # Headless: Prometheus scrapes each HAProxy, the smoke tests read each one's stats.
+            self, cluster_ip="None",
+        )
+        self.register_outputs({"configHash": self.config.hash})

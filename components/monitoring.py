@@ -1,0 +1,226 @@
+"""Monitoring: Prometheus (scrape config, alert rules) and Grafana (datasource, dashboards)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.opensips_config import exported_metric
+from components.stateful import StatefulTierSpec, stateful_tier
+from components.templating import render
+from components.workload import DeploymentSpec, managed_deployment, service
+from stacks.config import MonitoringConfig
+
+PROMETHEUS_PORT = 9090
+GRAFANA_PORT = 3000
+# Metrics the platform's parts export, by role; the alert rules and dashboards use only these.
+METRICS = {
+    "breaker_open": exported_metric("breaker_open"),
+    "calls_total": exported_metric("calls_total"),
+    "fraud_detected": exported_metric("fraud_detected"),
+    "failover_events": exported_metric("failover_events"),
+    "unscreened_calls": exported_metric("unscreened_calls"),
+    # The ACM engine image's contract: a Prometheus histogram of detection latency.
+    "detection_latency_bucket": "acm_detection_latency_seconds_bucket",
+    # Served by the compliance jobs' audit exporter (jobs/): last accepted submission per report.
+    "last_accepted": "ncc_report_last_accepted_timestamp_seconds",
+}
+# How old the last accepted submission of each report may be before the run counts as missed:
+# one period plus the slack between the job's start and the regulator's deadline.
+REPORT_MAX_AGE_SECONDS = {
+    "daily": 24 * 3600 + 3600,
+    "weekly": 7 * 24 * 3600 + 3600,
+    "monthly": 31 * 24 * 3600 + 3 * 3600,
+}
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    name: str
+    domain: str
+    port: int
+    path: str = "/metrics"
+
+
+class MonitoringArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    namespace: str
+    instance: str
+    environment: str
+    settings: MonitoringConfig
+    grafana_enabled: bool
+    scrape_targets: list[ScrapeTarget]
+    grafana_admin_password: str
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+
+
+def rendered_monitoring_files(args: MonitoringArgs) -> tuple[dict[str, str], dict[str, str]]:
+    prometheus = args.settings.prometheus
+    scrape_jobs = [
+        {"name": t.name, "domain": t.domain, "port": t.port, "path": t.path}
+        for t in args.scrape_targets
+    ]
+    prometheus_files = {
+        "prometheus.yml": render("prometheus.yml.j2", scrape_jobs=scrape_jobs,
+                                 scrape_interval=f"{prometheus.scrape_interval_seconds}s",
+                                 environment=args.environment),
+        "alert-rules.yml": render(
+            "alert-rules.yml.j2", metrics=METRICS,
+            detection_latency_ms=prometheus.detection_latency_alert_ms,
+            failover_rate_threshold=1,
+            compliance_reports=[
+                {"name": name, "title": name.capitalize(), "max_age_seconds": age}
+                for name, age in REPORT_MAX_AGE_SECONDS.items()
+            ],
+        ),
+    }
+    panels = [
+        ("Calls per second", f"sum(rate({METRICS['calls_total']}[5m]))"),
+        ("Fraud detected per second", f"sum(rate({METRICS['fraud_detected']}[5m]))"),
+        ("Unscreened calls per second (breaker open)",
+         f"sum(rate({METRICS['unscreened_calls']}[5m]))"),
+        ("Circuit breaker open", f"max({METRICS['breaker_open']})"),
+        ("Failover events per second", f"sum(rate({METRICS['failover_events']}[5m]))"),
+        ("Detection latency P99 (s)",
+         f"histogram_quantile(0.99, sum by (le) "
+         f"(rate({METRICS['detection_latency_bucket']}[5m])))"),
+    ]
+    prometheus_url = f"http://{kube.PROMETHEUS.name}.{args.namespace}.svc.cluster.local:" \
+                     f"{PROMETHEUS_PORT}"
+    grafana_files = {
+        "datasources.yml": render("grafana-datasources.yml.j2", prometheus_url=prometheus_url),
+        "dashboards.yml": render("grafana-dashboards.yml.j2",
+                                 dashboards_dir="/var/lib/grafana/dashboards"),
+        "call-path.json": render(
+            "dashboards/call-path.json.j2", environment=args.environment,
+            panels=[
+                {"id": index + 1, "title": title, "expr": expr,
+                 "x": 12 * (index % 2), "y": 8 * (index // 2)}
+                for index, (title, expr) in enumerate(panels)
+            ],
+        ),
+    }
+    return prometheus_files, grafana_files
+
+
+class Monitoring(pulumi.ComponentResource):
+    def __init__(self, name: str, args: MonitoringArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        prometheus = args.settings.prometheus
+        prometheus_files, grafana_files = rendered_monitoring_files(args)
+        self.prometheus_config = kube.RenderedConfig(
+            f"{name}-prometheus-config", "prometheus-config", args.namespace,
+            kube.PROMETHEUS.labels(args.instance), prometheus_files, child,
+        )
+        prometheus_spec = StatefulTierSpec(
+            part=kube.PROMETHEUS, namespace=args.namespace, instance=args.instance,
+            image=prometheus.image, replicas=1, resources=prometheus.resources,
+            storage=prometheus.storage, ports={"http": PROMETHEUS_PORT},
+            data_path="/prometheus",
+            args=["--config.file=/etc/prometheus/prometheus.yml",
+                  "--storage.tsdb.path=/prometheus",
+                  f"--storage.tsdb.retention.time={prometheus.retention_days}d",
+                  "--web.enable-lifecycle"],
+            liveness=kube.http_probe("/-/healthy", "http"),
+            readiness=kube.http_probe("/-/ready", "http", period=5),
+            priority_class=args.priority_class, node_topology_key=args.node_topology_key,
+            zone_topology_key=args.zone_topology_key,
+            config_volume=("config", self.prometheus_config.name, "/etc/prometheus"),
+            extra_annotations={kube.CONFIG_HASH_ANNOTATION: self.prometheus_config.hash},
+        )
+        self.prometheus = stateful_tier(f"{name}-prometheus", prometheus_spec, self)
+        service(f"{name}-prometheus-service", kube.PROMETHEUS.name, kube.PROMETHEUS,
+                args.namespace, args.instance,
+                [{"name": "http", "port": PROMETHEUS_PORT, "target_port": "http"}], self,
+                type="ClusterIP")
+        self.grafana: Any = None
+        if args.grafana_enabled:
+            self._grafana(name, args, grafana_files)
+        self.register_outputs({"prometheusConfigHash": self.prometheus_config.hash})
+
+    def _grafana(self, name: str, args: MonitoringArgs, files: dict[str, str]) -> None:
+        child = pulumi.ResourceOptions(parent=self)
+        labels = kube.GRAFANA.labels(args.instance)
+        grafana = args.settings.grafana
+        self.grafana_secret = k8s.core.v1.Secret(
+            f"{name}-grafana-admin",
+            metadata=kube.metadata("grafana-admin", args.namespace, labels),
+            type="Opaque",
+            string_data={"admin-user": "admin",
+                         "admin-password": pulumi.Output.secret(args.grafana_admin_password)},
+            opts=child,
+        )
+        provisioning = {key: files[key] for key in ("datasources.yml", "dashboards.yml")}
+        self.grafana_provisioning = kube.RenderedConfig(
+            f"{name}-grafana-provisioning", "grafana-provisioning", args.namespace, labels,
+            provisioning, child,
+        )
+        self.grafana_dashboards = kube.RenderedConfig(
+            f"{name}-grafana-dashboards", "grafana-dashboards", args.namespace, labels,
+            {"call-path.json": files["call-path.json"]}, child,
+        )
+        container = {
+            "name": "grafana",
+            "image": grafana.image,
+            "ports": [{"name": "http", "container_port": GRAFANA_PORT, "protocol": "TCP"}],
+            "env": [
+                {"name": "GF_SECURITY_ADMIN_USER", "value_from": {"secret_key_ref": {
+                    "name": "grafana-admin", "key": "admin-user"}}},
+                {"name": "GF_SECURITY_ADMIN_PASSWORD", "value_from": {"secret_key_ref": {
+                    "name": "grafana-admin", "key": "admin-password"}}},
+                {"name": "GF_PATHS_PROVISIONING", "value": "/etc/grafana/provisioning"},
+                {"name": "GF_ANALYTICS_REPORTING_ENABLED", "value": "false"},
+                {"name": "GF_ANALYTICS_CHECK_FOR_UPDATES", "value": "false"},
+            ],
+            "resources": kube.resources(grafana.resources),
+            "security_context": kube.container_security(),
+            "liveness_probe": kube.http_probe("/api/health", "http"),
+            "readiness_probe": kube.http_probe("/api/health", "http", period=5),
+            "volume_mounts": [
+                {"name": "datasources", "mount_path": "/etc/grafana/provisioning/datasources",
+                 "read_only": True},
+                {"name": "dashboard-providers",
+                 "mount_path": "/etc/grafana/provisioning/dashboards", "read_only": True},
+                {"name": "dashboards", "mount_path": "/var/lib/grafana/dashboards",
+                 "read_only": True},
+                {"name": "data", "mount_path": "/var/lib/grafana"},
+                {"name": "tmp", "mount_path": "/tmp"},
+            ],
+        }
+        spec = DeploymentSpec(
+            part=kube.GRAFANA, namespace=args.namespace, instance=args.instance,
+            containers=[container], priority_class=args.priority_class,
+            node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
+            replicas=1, uid=472,
+            volumes=[
+                {"name": "datasources", "config_map": {
+                    "name": self.grafana_provisioning.name,
+                    "items": [{"key": "datasources.yml", "path": "datasources.yml"}]}},
+                {"name": "dashboard-providers", "config_map": {
+                    "name": self.grafana_provisioning.name,
+                    "items": [{"key": "dashboards.yml", "path": "dashboards.yml"}]}},
+                {"name": "dashboards", "config_map": {"name": self.grafana_dashboards.name}},
+                {"name": "data", "empty_dir": {"size_limit": "1Gi"}},
+                {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
+            ],
+            config_hash=kube.content_hash({"provisioning": self.grafana_provisioning.hash,
+                                           "dashboards": self.grafana_dashboards.hash}),
+        )
+        self.grafana = managed_deployment(
+            f"{name}-grafana", spec, self,
+            depends_on=[self.grafana_secret, self.grafana_provisioning.config_map,
+                        self.grafana_dashboards.config_map],
+        )
+        service(f"{name}-grafana-service", kube.GRAFANA.name, kube.GRAFANA, args.namespace,
+                args.instance, [{"name": "http", "port": GRAFANA_PORT, "target_port": "http"}],
+                self, type="ClusterIP")

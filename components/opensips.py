@@ -1,0 +1,187 @@
+"""OpenSipsCluster: the SIP proxy that screens every call through the ACM engines."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.opensips_config import OpenSipsFiles, opensips_files
+from components.workload import DeploymentSpec, managed_deployment, service
+from stacks.config import Features, OpenSipsConfig
+
+CONFIG_DIR = "/etc/opensips"
+TLS_DIR = "/etc/opensips/tls"
+DB_DIR = "/var/lib/opensips/db"
+RUN_DIR = "/run/opensips"
+
+
+class OpenSipsArgs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    settings: OpenSipsConfig
+    features: Features
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+    acm_engine_domain: str
+    acm_engine_backup_domain: str | None
+    acm_engine_port: int
+    dragonfly_host: str
+    dragonfly_port: int
+    sidecar_image: str
+    sip_peer_cidrs: list[str]
+    tls_certificate: str
+    tls_private_key: str
+
+
+class OpenSipsCluster(pulumi.ComponentResource):
+    """OpenSIPS 4.0 Deployment scaled by an HPA, its config, TLS Secret and SIP Services."""
+
+    def __init__(self, name: str, args: OpenSipsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:OpenSipsCluster", name, None, opts)
+        settings = args.settings
+        part = kube.OPENSIPS
+        labels = part.labels(args.instance)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.files: OpenSipsFiles = opensips_files(args, CONFIG_DIR, TLS_DIR, DB_DIR, RUN_DIR)
+        self.config = kube.RenderedConfig(
+            f"{name}-config", "opensips-config", args.namespace, labels, self.files.config, child
+        )
+        self.sidecar_config = kube.RenderedConfig(
+            f"{name}-dispatcher-sync", "opensips-dispatcher-sync", args.namespace, labels,
+            self.files.sidecar, child,
+        )
+        self.tls_secret = k8s.core.v1.Secret(
+            f"{name}-tls",
+            metadata=kube.metadata("opensips-sip-tls", args.namespace, labels),
+            type="kubernetes.io/tls",
+            string_data={
+                "tls.crt": pulumi.Output.secret(args.tls_certificate),
+                "tls.key": pulumi.Output.secret(args.tls_private_key),
+            },
+            opts=child,
+        )
+        ports = settings.ports
+        opensips_container = {
+            "name": "opensips",
+            "image": settings.image,
+            "command": ["opensips", "-F", "-f", f"{CONFIG_DIR}/opensips.cfg"],
+            "ports": [
+                {"name": "sip-udp", "container_port": ports.sip_udp, "protocol": "UDP"},
+                {"name": "sip-tcp", "container_port": ports.sip_tcp, "protocol": "TCP"},
+                {"name": "sip-tls", "container_port": ports.sip_tls, "protocol": "TCP"},
+                {"name": "proxy-tcp", "container_port": ports.proxy_tcp, "protocol": "TCP"},
+                {"name": "proxy-tls", "container_port": ports.proxy_tls, "protocol": "TCP"},
+                {"name": "http", "container_port": ports.http, "protocol": "TCP"},
+            ],
+            "resources": kube.resources(settings.resources),
+            # The spec allows OpenSIPS exactly these two: raw sockets for its ICMP/MTU handling
+            # and socket options (TOS marking) on its SIP sockets.
+            "security_context": kube.container_security(add_capabilities=["NET_ADMIN", "NET_RAW"]),
+            "liveness_probe": kube.tcp_probe("sip-tcp"),
+            "readiness_probe": kube.http_probe("/metrics", "http", period=5, failures=2),
+            "volume_mounts": [
+                {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
+                {"name": "tls", "mount_path": TLS_DIR, "read_only": True},
+                {"name": "db", "mount_path": DB_DIR},
+                {"name": "run", "mount_path": RUN_DIR},
+            ],
+        }
+        # Keeps the dispatcher set equal to the ACM engine pods the headless Service lists,
+        # started before OpenSIPS (native sidecar) so the first table is there at boot.
+        dispatcher_sync = {
+            "name": "dispatcher-sync",
+            "image": args.sidecar_image,
+            "restart_policy": "Always",
+            "command": ["python3", "/opt/dispatcher-sync/dispatcher_sync.py"],
+            "args": ["--settings", "/opt/dispatcher-sync/settings.json"],
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "32Mi"},
+                "limits": {"cpu": "100m", "memory": "64Mi"},
+            },
+            "security_context": kube.container_security(),
+            "startup_probe": {
+                "exec": {"command": ["test", "-s", f"{DB_DIR}/dispatcher"]},
+                "period_seconds": 1, "failure_threshold": 60,
+            },
+            "liveness_probe": {
+                "exec": {"command": ["python3", "/opt/dispatcher-sync/dispatcher_sync.py",
+                                     "--settings", "/opt/dispatcher-sync/settings.json",
+                                     "--check"]},
+                "period_seconds": 30, "failure_threshold": 3, "timeout_seconds": 5,
+            },
+            "readiness_probe": {
+                "exec": {"command": ["test", "-s", f"{DB_DIR}/dispatcher"]},
+                "period_seconds": 10,
+            },
+            "volume_mounts": [
+                {"name": "sidecar", "mount_path": "/opt/dispatcher-sync", "read_only": True},
+                {"name": "tables", "mount_path": "/opt/dispatcher-sync/tables", "read_only": True},
+                {"name": "db", "mount_path": DB_DIR},
+            ],
+        }
+        volumes = [
+            {"name": "config", "config_map": {"name": self.config.name}},
+            {"name": "sidecar", "config_map": {"name": self.sidecar_config.name}},
+            {"name": "tables", "config_map": {"name": self.config.name,
+                                              "items": [{"key": key, "path": key}
+                                                        for key in self.files.static_tables]}},
+            {"name": "tls", "secret": {"secret_name": "opensips-sip-tls",
+                                       "default_mode": 0o440}},
+            {"name": "db", "empty_dir": {"size_limit": "16Mi"}},
+            {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "16Mi"}},
+        ]
+        spec = DeploymentSpec(
+            part=part, namespace=args.namespace, instance=args.instance,
+            containers=[opensips_container], init_containers=[dispatcher_sync],
+            priority_class=args.priority_class,
+            node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
+            autoscaling=settings.autoscaling, disruption=settings.pdb, volumes=volumes,
+            config_hash=kube.content_hash({"opensips": self.config.hash,
+                                           "sidecar": self.sidecar_config.hash}),
+            # In-flight transactions finish before the pod goes (SIP timer B is 32 s).
+            termination_grace_seconds=40,
+        )
+        self.workload = managed_deployment(
+            name, spec, self,
+            depends_on=[self.config.config_map, self.sidecar_config.config_map, self.tls_secret],
+        )
+        self.headless_service_name = "opensips-headless"
+        service(
+            f"{name}-headless", self.headless_service_name, part, args.namespace, args.instance,
+            [
+                {"name": "proxy-tcp", "port": ports.proxy_tcp, "target_port": "proxy-tcp"},
+                {"name": "proxy-tls", "port": ports.proxy_tls, "target_port": "proxy-tls"},
+                {"name": "http", "port": ports.http, "target_port": "http"},
+            ],
+            self, cluster_ip="None", publish_not_ready_addresses=False,
+        )
+        self.udp_service = None
+        if args.features.sip_udp_load_balancer:
+            # HAProxy cannot balance UDP. externalTrafficPolicy Local keeps the caller's source
+            # address (the fraud evidence); ClientIP affinity keeps a dialog on one proxy.
+            self.udp_service = service(
+                f"{name}-sip-udp", "opensips-sip-udp", part, args.namespace, args.instance,
+                [{"name": "sip-udp", "port": ports.sip_udp, "target_port": "sip-udp",
+                  "protocol": "UDP"}],
+                self,
+                type=settings.udp_service_type,
+                external_traffic_policy="Local",
+                session_affinity="ClientIP",
+                session_affinity_config={"client_ip": {"timeout_seconds": 3600}},
+                **({"load_balancer_source_ranges": list(args.sip_peer_cidrs)}
+                   if settings.udp_service_type == "LoadBalancer" else {}),
+            )
+        self.headless_domain = (
+            f"{self.headless_service_name}.{args.namespace}.svc.cluster.local"
+        )
+        self.register_outputs({
+            "configHash": self.config.hash,
+            "headlessDomain": self.headless_domain,
+        })

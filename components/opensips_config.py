@@ -1,0 +1,161 @@
+"""Everything OpenSIPS reads from disk, prepared from typed config and rendered from templates.
+
+Decisions live here (socket lists, breaker keys, table rows); `templates/opensips.cfg.j2` only
+prints them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.templating import render
+
+if TYPE_CHECKING:
+    from components.opensips import OpenSipsArgs
+
+SIDECAR_SCRIPT = Path(__file__).resolve().parent / "sidecars" / "dispatcher_sync.py"
+ACTIVE_SET = 1
+BACKUP_SET = 2
+GATEWAY_GROUP = 1
+# TLS 1.3 suites all use ephemeral (EC)DHE key exchange; the curve list pins it to ECDHE.
+TLS13_CIPHERS = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+TLS_CURVE = "prime256v1"
+DB_TEXT_VERSIONS = {"dispatcher": 9, "load_balancer": 3}
+DISPATCHER_COLUMNS = (
+    "id(int,auto) setid(int) destination(string) socket(string,null) state(int) "
+    "probe_mode(int) weight(string) priority(int) attrs(string,null) description(string,null)"
+)
+LOAD_BALANCER_COLUMNS = (
+    "id(int,auto) group_id(int) dst_uri(string) resources(string) probe_mode(int) "
+    "description(string)"
+)
+# Statistics OpenSIPS exports to Prometheus (with the module's "opensips_" prefix).
+STATISTICS = {
+    "calls_total": "acm_calls_total",
+    "fraud_detected": "acm_fraud_detected_total",
+    "breaker_open": "acm_breaker_open",
+    "failover_events": "acm_failover_events_total",
+    "unscreened_calls": "acm_unscreened_calls_total",
+}
+PROMETHEUS_PREFIX = "opensips"
+
+
+def exported_metric(statistic: str) -> str:
+    """The Prometheus metric name under which OpenSIPS exports one of `STATISTICS`."""
+    return f"{PROMETHEUS_PREFIX}_{STATISTICS[statistic]}"
+
+
+@dataclass(frozen=True)
+class OpenSipsFiles:
+    config: dict[str, str]
+    sidecar: dict[str, str]
+    static_tables: list[str]
+
+
+def _db_text_table(columns: str, rows: list[str]) -> str:
+    return "\n".join([columns, *rows]) + "\n"
+
+
+def _escape(value: str) -> str:
+    # db_text separates columns with ':' and escapes it, and the backslash, with '\'.
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def load_balancer_table(args: OpenSipsArgs) -> str:
+    rows = []
+    for index, gateway in enumerate(args.settings.media_gateways, start=1):
+        uri = _escape(f"sip:{gateway.host}:{gateway.port}")
+        # probe_mode 1: a disabled gateway is probed and comes back when it answers again.
+        rows.append(f"{index}:{GATEWAY_GROUP}:{uri}:channels={gateway.capacity}:1:"
+                    f"{_escape(gateway.host)}")
+    return _db_text_table(LOAD_BALANCER_COLUMNS, rows)
+
+
+def version_table() -> str:
+    rows = [f"{table}:{version}" for table, version in sorted(DB_TEXT_VERSIONS.items())]
+    return _db_text_table("table_name(string) table_version(int)", rows)
+
+
+def opensips_values(args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str) -> dict[str, Any]:
+    settings = args.settings
+    ports = settings.ports
+    breaker = settings.circuit_breaker
+    sockets = [
+        {"proto": "udp", "port": ports.sip_udp, "options": ""},
+        {"proto": "tcp", "port": ports.sip_tcp, "options": ""},
+        # Only HAProxy reaches these (NetworkPolicy); they believe the PROXY header's address.
+        {"proto": "tcp", "port": ports.proxy_tcp, "options": " allow_proxy_protocol"},
+    ]
+    if args.features.sip_tls:
+        sockets.insert(2, {"proto": "tls", "port": ports.sip_tls, "options": ""})
+        sockets.append({"proto": "tls", "port": ports.proxy_tls,
+                        "options": " allow_proxy_protocol"})
+    return {
+        "sockets": sockets,
+        "tls_enabled": args.features.sip_tls,
+        "udp_workers": settings.udp_workers,
+        "max_udp_workers": settings.max_udp_workers,
+        "tcp_workers": settings.tcp_workers,
+        "http_port": ports.http,
+        "db_url": f"text://{db_dir}",
+        "run_dir": run_dir,
+        "tls_certificate": f"{tls_dir}/tls.crt",
+        "tls_private_key": f"{tls_dir}/tls.key",
+        "tls_ciphers": TLS13_CIPHERS,
+        "tls_curve": TLS_CURVE,
+        "cachedb_url": f"redis:breaker://{args.dragonfly_host}:{args.dragonfly_port}/",
+        "dispatcher_probe_seconds": settings.dispatcher_probe_seconds,
+        "gateway_probe_seconds": settings.gateway_probe_seconds,
+        "gateway_failures_before_inactive": settings.gateway_failures_before_inactive,
+        # Failures count as consecutive while no success and no probe round came between.
+        "gateway_failure_window_seconds": 2 * settings.gateway_probe_seconds,
+        "active_set": ACTIVE_SET,
+        "backup_set": BACKUP_SET if args.acm_engine_backup_domain else None,
+        "gateway_group": GATEWAY_GROUP,
+        "breaker_failures": breaker.failure_threshold,
+        "breaker_open_seconds": breaker.open_seconds,
+        "breaker_half_open_percent": breaker.half_open_percent,
+        # Failures older than this no longer count towards opening the breaker.
+        "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
+        "pike_requests": settings.pike_requests_per_second,
+        "statistics": STATISTICS,
+        "prometheus_prefix": PROMETHEUS_PREFIX,
+    }
+
+
+def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:
+    sets = [{"setid": ACTIVE_SET, "domain": args.acm_engine_domain}]
+    if args.acm_engine_backup_domain:
+        sets.append({"setid": BACKUP_SET, "domain": args.acm_engine_backup_domain})
+    return {
+        "sets": sets,
+        "port": args.acm_engine_port,
+        "table_path": f"{db_dir}/dispatcher",
+        "static_tables_dir": "/opt/dispatcher-sync/tables",
+        "db_dir": db_dir,
+        "columns": DISPATCHER_COLUMNS,
+        "mi_url": f"http://127.0.0.1:{args.settings.ports.http}/mi",
+        "interval_seconds": args.settings.dispatcher_probe_seconds,
+    }
+
+
+def opensips_files(
+    args: OpenSipsArgs, config_dir: str, tls_dir: str, db_dir: str, run_dir: str
+) -> OpenSipsFiles:
+    del config_dir  # the config path is fixed by the container command, not by the files
+    config = {
+        "opensips.cfg": render("opensips.cfg.j2", **opensips_values(args, tls_dir, db_dir,
+                                                                     run_dir)),
+        "load_balancer": load_balancer_table(args),
+        "version": version_table(),
+    }
+    sidecar = {
+        "dispatcher_sync.py": SIDECAR_SCRIPT.read_text(),
+        "settings.json": json.dumps(sidecar_settings(args, db_dir), indent=2, sort_keys=True)
+        + "\n",
+    }
+    return OpenSipsFiles(config=config, sidecar=sidecar,
+                         static_tables=["load_balancer", "version"])

@@ -1,0 +1,126 @@
+"""Keep OpenSIPS's dispatcher table equal to the ACM engine pods behind a headless Service.
+
+Runs as a native sidecar next to OpenSIPS (stdlib only, so any pinned Python image serves).
+Every interval it resolves each set's headless Service name to the ready pods' addresses,
+writes the db_text `dispatcher` table atomically when the set changed, and asks OpenSIPS to
+`ds_reload` over the HTTP MI. Each engine is its own destination, so OpenSIPS probes and fails
+over per engine; an empty answer (DNS hiccup) never empties a set that had engines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def resolve(domain: str, port: int) -> list[str]:
+    try:
+        answers = socket.getaddrinfo(domain, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror:
+        return []
+    return sorted({str(answer[4][0]) for answer in answers})
+
+
+def table_rows(sets: dict[int, list[str]], port: int) -> list[str]:
+    rows = []
+    row_id = 1
+    for setid in sorted(sets):
+        for address in sets[setid]:
+            host = f"[{address}]" if ":" in address else address
+            destination = f"sip\\:{host}\\:{port}"
+            # state 0 = active, probe_mode 0 = probe when the module probes all (ds_probing_mode 1)
+            rows.append(f"{row_id}:{setid}:{destination}::0:0:1:0::acm-engine-set-{setid}")
+            row_id += 1
+    return rows
+
+
+def write_atomically(path: Path, text: str) -> bool:
+    """Write `text` to `path` through a rename; False when the content is already there."""
+    if path.exists() and path.read_text() == text:
+        return False
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return True
+
+
+def mi_command(url: str, method: str) -> dict[str, Any]:
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def sync_once(settings: dict[str, Any], known: dict[int, list[str]]) -> bool:
+    current: dict[int, list[str]] = {}
+    for entry in settings["sets"]:
+        addresses = resolve(entry["domain"], settings["port"])
+        setid = int(entry["setid"])
+        # Keep the last known engines rather than empty a set on a failed lookup.
+        current[setid] = addresses or known.get(setid, [])
+    known.update(current)
+    text = "\n".join([settings["columns"], *table_rows(current, settings["port"])]) + "\n"
+    return write_atomically(Path(settings["table_path"]), text)
+
+
+def install_static_tables(settings: dict[str, Any]) -> None:
+    source = Path(settings["static_tables_dir"])
+    for table in sorted(source.iterdir()):
+        if table.is_file() and not table.name.startswith("."):
+            shutil.copyfile(table, Path(settings["db_dir"]) / table.name)
+
+
+def check(settings: dict[str, Any]) -> int:
+    table = Path(settings["table_path"])
+    if not table.exists():
+        print(f"{table} does not exist", file=sys.stderr)
+        return 1
+    age = time.time() - table.stat().st_mtime
+    stamp = table.with_name(".synced")
+    if stamp.exists():
+        age = time.time() - stamp.stat().st_mtime
+    if age > 3 * float(settings["interval_seconds"]) + 30:
+        print(f"last sync {age:.0f}s ago", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--settings", required=True, type=Path)
+    parser.add_argument("--check", action="store_true", help="liveness: is the table fresh?")
+    parser.add_argument("--once", action="store_true", help="sync once and exit")
+    options = parser.parse_args(argv)
+    settings = json.loads(options.settings.read_text())
+    if options.check:
+        return check(settings)
+    install_static_tables(settings)
+    known: dict[int, list[str]] = {}
+    reload_pending = False
+    while True:
+        reload_pending = sync_once(settings, known) or reload_pending
+        Path(settings["table_path"]).with_name(".synced").touch()
+        if reload_pending:
+            try:
+                mi_command(settings["mi_url"], "ds_reload")
+                reload_pending = False
+                print(json.dumps({"event": "ds_reload", "sets": known}), flush=True)
+            except OSError as error:
+                # OpenSIPS not listening yet, or busy: try again on the next round.
+                print(json.dumps({"event": "ds_reload_failed", "error": str(error)}), flush=True)
+        if options.once:
+            return 0
+        time.sleep(float(settings["interval_seconds"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

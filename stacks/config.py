@@ -1,0 +1,577 @@
+"""Typed stack configuration: every knob of every environment, validated before deployment.
+
+A stack's `Pulumi.<stack>.yaml` holds one key per platform part under the `acm-platform:`
+namespace. `load_stack_config` turns those keys into a `StackConfig` or raises one
+`StackConfigError` that lists every problem with its full key path, so a bad value fails the
+program before a single resource is registered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from stacks.quantities import parse_quantity
+
+PROJECT = "acm-platform"
+LAGOS = "Africa/Lagos"
+
+Environment = Literal["local", "dev", "staging", "prod"]
+
+
+class StackConfigError(ValueError):
+    """Invalid stack configuration; each problem names its `acm-platform:` key path."""
+
+    def __init__(self, stack: str, problems: list[tuple[str, str]]) -> None:
+        self.stack = stack
+        self.problems = problems
+        lines = [f"  {PROJECT}:{path}: {message}" for path, message in problems]
+        super().__init__(
+            f"stack {stack!r} has invalid configuration; nothing was deployed:\n"
+            + "\n".join(lines)
+        )
+
+
+class Model(BaseModel):
+    """Config models: camelCase keys as in Pulumi YAML, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=True,
+    )
+
+
+# --- scalar types -----------------------------------------------------------------------
+
+_IMAGE = re.compile(
+    r"^(?P<repository>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def _pinned_image(reference: str) -> str:
+    match = _IMAGE.match(reference)
+    if match is None:
+        raise ValueError(f"{reference!r} is not an image reference")
+    if match["tag"] is None and match["digest"] is None:
+        raise ValueError(f"image {reference!r} has no tag: pin a version tag or a digest")
+    if match["tag"] == "latest":
+        raise ValueError(f"image {reference!r} uses ':latest': pin a version tag or a digest")
+    return reference
+
+
+def _cpu(text: str) -> str:
+    parse_quantity(text)
+    return text
+
+
+def _memory(text: str) -> str:
+    if parse_quantity(text) < 1024 * 1024:
+        raise ValueError(f"{text!r} is less than 1Mi: write memory with a unit (e.g. 256Mi)")
+    return text
+
+
+def _storage(text: str) -> str:
+    if parse_quantity(text) < 1024 * 1024 * 1024:
+        raise ValueError(f"{text!r} is less than 1Gi: write storage with a unit (e.g. 20Gi)")
+    return text
+
+
+_CRON_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
+_CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+
+
+def _cron_field_values(field: str, low: int, high: int) -> set[int]:
+    values: set[int] = set()
+    for part in field.split(","):
+        base, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step {step_text!r} must be at least 1")
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            start_text, end_text = base.split("-", 1)
+            start, end = int(start_text), int(end_text)
+        else:
+            start = end = int(base)
+        if not (low <= start <= high and low <= end <= high and start <= end):
+            raise ValueError(f"{part!r} is outside {low}-{high}")
+        values.update(range(start, end + 1, step))
+    return values
+
+
+def cron_fields(expression: str) -> list[set[int]]:
+    """The values each of the five cron fields matches (minute, hour, dom, month, dow)."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expression!r} must have 5 fields (minute hour dom month dow)")
+    result = []
+    for field, (low, high), name in zip(fields, _CRON_FIELD_RANGES, _CRON_NAMES, strict=True):
+        try:
+            result.append(_cron_field_values(field, low, high))
+        except ValueError as error:
+            raise ValueError(f"{expression!r}: {name} field {error}") from None
+    return result
+
+
+def _cron(expression: str) -> str:
+    cron_fields(expression)
+    return expression
+
+
+ImageRef = Annotated[str, AfterValidator(_pinned_image)]
+CpuQuantity = Annotated[str, AfterValidator(_cpu)]
+MemoryQuantity = Annotated[str, AfterValidator(_memory)]
+StorageQuantity = Annotated[str, AfterValidator(_storage)]
+CronSchedule = Annotated[str, AfterValidator(_cron)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Percent = Annotated[int, Field(ge=1, le=100)]
+DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+Cidr = Annotated[
+    str, Field(pattern=r"^(?:[0-9]{1,3}\.){3}[0-9]{1,3}/(?:[0-9]|[12][0-9]|3[0-2])$")
+]
+
+
+# --- shared building blocks -------------------------------------------------------------
+
+
+class ResourceAmounts(Model):
+    cpu: CpuQuantity
+    memory: MemoryQuantity
+
+
+class Resources(Model):
+    requests: ResourceAmounts
+    limits: ResourceAmounts
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> Self:
+        for kind in ("cpu", "memory"):
+            request = getattr(self.requests, kind)
+            limit = getattr(self.limits, kind)
+            if parse_quantity(limit) < parse_quantity(request):
+                raise ValueError(
+                    f"limits.{kind} {limit} is below requests.{kind} {request}: "
+                    "the kubelet rejects such a pod"
+                )
+        return self
+
+
+class ScalingPolicy(Model):
+    type: Literal["Pods", "Percent"]
+    value: Annotated[int, Field(ge=1)]
+    period_seconds: Annotated[int, Field(ge=1, le=1800)]
+
+
+class ScalingRules(Model):
+    stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)]
+    select_policy: Literal["Max", "Min"] = "Max"
+    policies: Annotated[list[ScalingPolicy], Field(min_length=1)]
+
+
+class Autoscaling(Model):
+    min_replicas: Annotated[int, Field(ge=1)]
+    max_replicas: Annotated[int, Field(ge=1)]
+    target_cpu_percent: Percent
+    target_memory_percent: Percent | None = None
+    scale_up: ScalingRules
+    scale_down: ScalingRules
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas {self.min_replicas} is greater than maxReplicas {self.max_replicas}"
+            )
+        return self
+
+
+class Disruption(Model):
+    min_available: Annotated[int, Field(ge=1)]
+
+
+class Storage(Model):
+    size: StorageQuantity
+    storage_class: DnsLabel | None = None
+
+
+def _require_disruption_below(floor: int, disruption: Disruption, floor_key: str) -> None:
+    if disruption.min_available >= floor:
+        raise ValueError(
+            f"pdb.minAvailable {disruption.min_available} must be below {floor_key} {floor}: "
+            "otherwise no pod may ever be evicted and every node drain blocks"
+        )
+
+
+# --- platform parts ---------------------------------------------------------------------
+
+
+class KubernetesSettings(Model):
+    # The provider's identity: without it a changed kubeconfig replaces the provider and every
+    # resource of the stack with it (topology spec, "Known traps").
+    cluster_identifier: DnsLabel
+    context: str | None = None
+    node_topology_key: str = "kubernetes.io/hostname"
+    zone_topology_key: str = "topology.kubernetes.io/zone"
+
+
+class NetworkSettings(Model):
+    # Interconnect partners allowed to send SIP (the source address is fraud evidence).
+    sip_peer_cidrs: Annotated[list[Cidr], Field(min_length=1)]
+
+
+class Features(Model):
+    sip_tls: bool = True
+    sip_udp_load_balancer: bool = True
+    grafana: bool = True
+    compliance_jobs: bool = True
+
+
+class HaproxyPorts(Model):
+    sip_tcp: Port = 5060
+    sip_tls: Port = 5061
+    management: Port = 8080
+    stats: Port = 8404
+    health: Port = 8405
+    metrics: Port = 8406
+
+
+class HealthCheck(Model):
+    inter_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    rise: Annotated[int, Field(ge=1, le=10)] = 2
+    fall: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+class HaproxyConfig(Model):
+    image: ImageRef
+    replicas: Annotated[int, Field(ge=1)]
+    resources: Resources
+    pdb: Disruption
+    ports: HaproxyPorts = HaproxyPorts()
+    health_check: HealthCheck = HealthCheck()
+    max_connections: Annotated[int, Field(ge=100)] = 20000
+    # Source addresses allowed to reach the SIP frontends; interconnect partners in prod.
+    service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] = "LoadBalancer"
+
+    @model_validator(mode="after")
+    def _pdb_below_replicas(self) -> Self:
+        _require_disruption_below(self.replicas, self.pdb, "replicas")
+        return self
+
+
+class OpenSipsPorts(Model):
+    sip_udp: Port = 5060
+    sip_tcp: Port = 5060
+    sip_tls: Port = 5061
+    # PROXY-protocol sockets: only the HAProxy pods may reach them (NetworkPolicy).
+    proxy_tcp: Port = 5070
+    proxy_tls: Port = 5071
+    http: Port = 8888
+
+    @model_validator(mode="after")
+    def _distinct_tcp_ports(self) -> Self:
+        tcp = {"sipTcp": self.sip_tcp, "sipTls": self.sip_tls, "proxyTcp": self.proxy_tcp,
+               "proxyTls": self.proxy_tls, "http": self.http}
+        seen: dict[int, str] = {}
+        for key, port in tcp.items():
+            if port in seen:
+                raise ValueError(f"{key} and {seen[port]} both use TCP port {port}")
+            seen[port] = key
+        return self
+
+
+class MediaGateway(Model):
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+$")]
+    port: Port = 5060
+    # load_balancer capacity: concurrent calls this gateway takes.
+    capacity: Annotated[int, Field(ge=1)]
+
+
+class CircuitBreaker(Model):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    open_seconds: Annotated[int, Field(ge=1)] = 30
+    half_open_percent: Percent = 10
+
+
+class OpenSipsConfig(Model):
+    image: ImageRef
+    # Python image of the dispatcher-sync sidecar (stdlib only).
+    dispatcher_sync_image: ImageRef
+    resources: Resources
+    autoscaling: Autoscaling
+    pdb: Disruption
+    ports: OpenSipsPorts = OpenSipsPorts()
+    udp_workers: Annotated[int, Field(ge=1, le=64)]
+    tcp_workers: Annotated[int, Field(ge=1, le=64)]
+    max_udp_workers: Annotated[int, Field(ge=1, le=128)]
+    dispatcher_probe_seconds: Annotated[int, Field(ge=1)] = 5
+    gateway_probe_seconds: Annotated[int, Field(ge=1)] = 30
+    gateway_failures_before_inactive: Annotated[int, Field(ge=1)] = 2
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    media_gateways: Annotated[list[MediaGateway], Field(min_length=1)]
+    # Where the media gateways live, for the NetworkPolicy egress rule.
+    media_gateway_cidrs: Annotated[list[Cidr], Field(min_length=1)]
+    pike_requests_per_second: Annotated[int, Field(ge=1)] = 30
+    # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
+    udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
+
+    @model_validator(mode="after")
+    def _pdb_below_floor(self) -> Self:
+        _require_disruption_below(
+            self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
+        )
+        if self.max_udp_workers < self.udp_workers:
+            raise ValueError(
+                f"maxUdpWorkers {self.max_udp_workers} is below udpWorkers {self.udp_workers}"
+            )
+        return self
+
+
+class AcmEngineConfig(Model):
+    image: ImageRef
+    resources: Resources
+    autoscaling: Autoscaling
+    pdb: Disruption
+    backup_replicas: Annotated[int, Field(ge=0, le=10)]
+    http_port: Port = 8080
+    sip_port: Port = 5060
+
+    @model_validator(mode="after")
+    def _pdb_below_floor(self) -> Self:
+        _require_disruption_below(
+            self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
+        )
+        return self
+
+
+class DragonflyConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    port: Port = 6379
+
+
+class YugabyteTier(Model):
+    replicas: Annotated[int, Field(ge=1)]
+    resources: Resources
+    storage: Storage
+
+
+class YugabyteConfig(Model):
+    image: ImageRef
+    replication_factor: Annotated[int, Field(ge=1, le=7)]
+    masters: YugabyteTier
+    tservers: YugabyteTier
+    ysql_port: Port = 5433
+
+    @model_validator(mode="after")
+    def _enough_replicas(self) -> Self:
+        if self.replication_factor % 2 == 0:
+            raise ValueError(
+                f"replicationFactor {self.replication_factor} must be odd (Raft needs a majority)"
+            )
+        for tier in ("masters", "tservers"):
+            replicas = getattr(self, tier).replicas
+            if replicas < self.replication_factor:
+                raise ValueError(
+                    f"{tier}.replicas {replicas} is below replicationFactor "
+                    f"{self.replication_factor}"
+                )
+        return self
+
+
+class ClickHouseConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    http_port: Port = 8123
+    native_port: Port = 9000
+
+
+class PrometheusConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    retention_days: Annotated[int, Field(ge=1, le=400)] = 15
+    detection_latency_alert_ms: Annotated[int, Field(ge=1)] = 200
+
+
+class GrafanaConfig(Model):
+    image: ImageRef
+    resources: Resources
+
+
+class MonitoringConfig(Model):
+    prometheus: PrometheusConfig
+    grafana: GrafanaConfig
+
+
+class ReportSchedule(Model):
+    schedule: CronSchedule
+    starting_deadline_seconds: Annotated[int, Field(ge=10)]
+    active_deadline_seconds: Annotated[int, Field(ge=60)]
+
+
+class ComplianceReports(Model):
+    daily: ReportSchedule
+    weekly: ReportSchedule
+    monthly: ReportSchedule
+    incidents: ReportSchedule
+
+
+class ComplianceConfig(Model):
+    image: ImageRef
+    resources: Resources
+    license_number: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
+    ncc_environment: Literal["sandbox", "production"]
+    # Regulator endpoints, for the job's NetworkPolicy egress.
+    ncc_egress_cidrs: Annotated[list[Cidr], Field(min_length=1)]
+    sftp_host: str
+    sftp_port: Port = 22
+    sftp_directory: str = "/incoming"
+    atrs_base_url: Annotated[str, Field(pattern=r"^https://")]
+    dry_run: bool = False
+    reports: ComplianceReports
+    scratch_size: StorageQuantity = "1Gi"
+    history_limit: Annotated[int, Field(ge=1, le=30)] = 7
+
+
+class SecretSettings(Model):
+    """Values that only ever come from Pulumi secret config (`pulumi config set --secret`)."""
+
+    database_password: str
+    grafana_admin_password: str
+    sip_tls_certificate: str
+    sip_tls_private_key: str
+    ncc_atrs_client_id: str
+    ncc_atrs_client_secret: str
+    ncc_sftp_private_key: str
+    ncc_sftp_known_hosts: str
+
+
+SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)
+
+
+class StackConfig(Model):
+    environment: Environment
+    namespace: DnsLabel
+    kubernetes: KubernetesSettings
+    network: NetworkSettings
+    features: Features = Features()
+    haproxy: HaproxyConfig
+    opensips: OpenSipsConfig
+    acm_engine: AcmEngineConfig
+    dragonfly: DragonflyConfig
+    yugabyte: YugabyteConfig
+    clickhouse: ClickHouseConfig
+    monitoring: MonitoringConfig
+    compliance: ComplianceConfig
+    secrets: SecretSettings
+
+    @model_validator(mode="after")
+    def _production_floor(self) -> Self:
+        # The production shape of the topology spec is a floor, not a suggestion.
+        if self.environment != "prod":
+            return self
+        problems = []
+        if self.haproxy.replicas < 2:
+            problems.append(f"haproxy.replicas {self.haproxy.replicas} is below 2")
+        if self.opensips.autoscaling.min_replicas < 3:
+            problems.append("opensips.autoscaling.minReplicas is below 3")
+        if self.acm_engine.autoscaling.min_replicas < 3:
+            problems.append("acmEngine.autoscaling.minReplicas is below 3")
+        if self.acm_engine.backup_replicas < 1:
+            problems.append("acmEngine.backupReplicas is below 1")
+        if self.yugabyte.replication_factor < 3:
+            problems.append("yugabyte.replicationFactor is below 3")
+        if self.compliance.dry_run:
+            problems.append("compliance.dryRun is true: prod must submit to the regulator")
+        if self.compliance.ncc_environment != "production":
+            problems.append("compliance.nccEnvironment must be 'production' in prod")
+        if problems:
+            raise ValueError("prod requires " + "; ".join(problems))
+        return self
+
+
+def _key_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def load_stack_config(
+    stack: str, values: Mapping[str, Any], secret_keys: frozenset[str]
+) -> StackConfig:
+    """Validate a stack's `acm-platform:` config; raise `StackConfigError` naming each key.
+
+    `values` maps keys without the project prefix to their decoded values; `secret_keys`
+    names the keys that Pulumi holds as secrets. Secret settings stored in plain text are
+    refused, as are missing ones, so a password can never sit readable in a stack file.
+    """
+    problems: list[tuple[str, str]] = []
+    document: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in SECRET_KEYS:
+            if key not in secret_keys:
+                problems.append(
+                    (key, f"is stored in plain text; set it with "
+                          f"`pulumi config set --secret {PROJECT}:{key}`")
+                )
+            secrets[key] = value
+        else:
+            document[key] = value
+    for key in SECRET_KEYS:
+        if key not in values:
+            problems.append(
+                (key, f"required secret is missing; set it with "
+                      f"`pulumi config set --secret {PROJECT}:{key}`")
+            )
+    document["secrets"] = secrets
+    try:
+        config = StackConfig.model_validate(document)
+    except ValidationError as error:
+        for detail in error.errors():
+            location = detail["loc"]
+            if location and location[0] == "secrets":
+                location = location[1:]
+            path = _key_path(location) or "(stack)"
+            message = detail["msg"].removeprefix("Value error, ")
+            if detail["type"] == "extra_forbidden":
+                message = "unknown key (misspelt, or not a setting of this platform)"
+            if detail["type"] == "missing" and path not in dict(problems):
+                message = "required key is missing"
+            if (path, message) not in problems and not (
+                detail["type"] == "missing" and path in SECRET_KEYS
+            ):
+                problems.append((path, message))
+        raise StackConfigError(stack, problems) from None
+    if problems:
+        raise StackConfigError(stack, problems)
+    if config.environment != stack and not (stack.startswith(config.environment + "-")):
+        raise StackConfigError(
+            stack,
+            [("environment", f"is {config.environment!r} but the stack is {stack!r}")],
+        )
+    return config

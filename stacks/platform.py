@@ -1,0 +1,223 @@
+"""The ACM platform, composed: one place that reads like the architecture diagram.
+
+    interconnect ──TCP/TLS──▶ HaproxyTier ──PROXY protocol──▶ OpenSipsCluster ──▶ media gateways
+    interconnect ──UDP (LoadBalancer, Local)─────────────────▶      │  ▲
+                                                   dispatcher (SIP) ▼  │ breaker state
+                                                              AcmEngine  Dragonfly
+                                                                   │
+                                                     YugabyteDb, ClickHouse ◀── ComplianceJobs
+    Monitoring scrapes every part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import kube
+from components.acm_engine import AcmEngine, AcmEngineArgs
+from components.datastores import (
+    YB_MASTER_WEB,
+    YB_TSERVER_WEB,
+    ClickHouse,
+    ClickHouseArgs,
+    Dragonfly,
+    DragonflyArgs,
+    YugabyteArgs,
+    YugabyteDb,
+)
+from components.foundation import FoundationArgs, PlatformFoundation
+from components.haproxy import HaproxyArgs, HaproxyTier
+from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
+from components.network import Cidrs, Flow
+from components.opensips import OpenSipsArgs, OpenSipsCluster
+from stacks.config import StackConfig
+
+DATABASE_SECRET = "acm-database"
+
+
+def traffic_flows(config: StackConfig) -> list[Flow]:
+    """Every path the platform needs; NetworkPolicies deny all others."""
+    haproxy = config.haproxy.ports
+    opensips = config.opensips.ports
+    engine = config.acm_engine
+    peers = Cidrs("interconnect", tuple(config.network.sip_peer_cidrs))
+    gateways = Cidrs("media-gateways", tuple(config.opensips.media_gateway_cidrs))
+    regulator = Cidrs("ncc", tuple(config.compliance.ncc_egress_cidrs))
+    gateway_ports = sorted({g.port for g in config.opensips.media_gateways})
+    engines = [kube.ACM_ENGINE, kube.ACM_ENGINE_BACKUP]
+    flows = [
+        Flow(peers, kube.HAPROXY, (("TCP", haproxy.sip_tcp), ("TCP", haproxy.sip_tls)),
+             "SIP over TCP/TLS enters through HAProxy"),
+        # The PROXY-protocol sockets believe the address the header claims: HAProxy only.
+        Flow(kube.HAPROXY, kube.OPENSIPS,
+             (("TCP", opensips.proxy_tcp), ("TCP", opensips.proxy_tls), ("TCP", opensips.http)),
+             "HAProxy forwards SIP with the caller's address, and the management port"),
+        Flow(peers, kube.OPENSIPS,
+             (("UDP", opensips.sip_udp), ("TCP", opensips.sip_tcp), ("TCP", opensips.sip_tls)),
+             "SIP over UDP through the LoadBalancer Service, and direct TCP/TLS"),
+        Flow(kube.OPENSIPS, gateways,
+             tuple(("UDP", p) for p in gateway_ports) + tuple(("TCP", p) for p in gateway_ports),
+             "calls continue to the media gateways"),
+        Flow(kube.OPENSIPS, kube.DRAGONFLY, (("TCP", config.dragonfly.port),),
+             "circuit-breaker state shared by every replica"),
+        Flow(kube.YB_MASTER, kube.YB_MASTER, (("TCP", 7100),), "master Raft group"),
+        Flow(kube.YB_TSERVER, kube.YB_MASTER, (("TCP", 7100),), "tservers heartbeat masters"),
+        Flow(kube.YB_MASTER, kube.YB_TSERVER, (("TCP", 9100),), "masters manage tablets"),
+        Flow(kube.YB_TSERVER, kube.YB_TSERVER, (("TCP", 9100),), "tablet replication"),
+        Flow(kube.COMPLIANCE, kube.YB_TSERVER, (("TCP", config.yugabyte.ysql_port),),
+             "report queries"),
+        Flow(kube.COMPLIANCE, regulator,
+             (("TCP", config.compliance.sftp_port), ("TCP", 443)),
+             "SFTP upload and ATRS API"),
+        Flow(kube.GRAFANA, kube.PROMETHEUS, (("TCP", PROMETHEUS_PORT),), "dashboards"),
+    ]
+    for part in engines:
+        flows += [
+            Flow(kube.OPENSIPS, part, (("UDP", engine.sip_port), ("TCP", engine.sip_port)),
+                 "screening requests and OPTIONS probes"),
+            Flow(part, kube.DRAGONFLY, (("TCP", config.dragonfly.port),), "profile cache"),
+            Flow(part, kube.YB_TSERVER, (("TCP", config.yugabyte.ysql_port),), "alerts, CDRs"),
+            Flow(part, kube.CLICKHOUSE, (("TCP", config.clickhouse.http_port),), "analytics"),
+            Flow(kube.PROMETHEUS, part, (("TCP", engine.http_port),), "metrics"),
+        ]
+    flows += [
+        Flow(kube.PROMETHEUS, kube.OPENSIPS, (("TCP", opensips.http),), "metrics"),
+        Flow(kube.PROMETHEUS, kube.HAPROXY, (("TCP", haproxy.metrics),), "metrics"),
+        Flow(kube.PROMETHEUS, kube.DRAGONFLY, (("TCP", config.dragonfly.port),), "metrics"),
+        Flow(kube.PROMETHEUS, kube.YB_MASTER, (("TCP", YB_MASTER_WEB),), "metrics"),
+        Flow(kube.PROMETHEUS, kube.YB_TSERVER, (("TCP", YB_TSERVER_WEB),), "metrics"),
+    ]
+    return flows
+
+
+@dataclass
+class Platform:
+    provider: k8s.Provider
+    foundation: PlatformFoundation
+    opensips: OpenSipsCluster
+    haproxy: HaproxyTier
+    acm_engine: AcmEngine
+
+
+def build_platform(config: StackConfig, instance: str) -> Platform:
+    """Create every resource of the stack from validated config."""
+    namespace = config.namespace
+    placement = {
+        "node_topology_key": config.kubernetes.node_topology_key,
+        "zone_topology_key": config.kubernetes.zone_topology_key,
+    }
+    # A stable identity: a rotated kubeconfig must not replace the provider and every resource.
+    provider = k8s.Provider(
+        "kubernetes",
+        cluster_identifier=config.kubernetes.cluster_identifier,
+        context=config.kubernetes.context,
+        delete_unreachable=False,
+    )
+    on_cluster = pulumi.ResourceOptions(provider=provider)
+
+    foundation = PlatformFoundation(
+        "foundation",
+        FoundationArgs(
+            namespace=namespace, instance=instance, flows=traffic_flows(config),
+            service_accounts=[kube.HAPROXY, kube.OPENSIPS, kube.ACM_ENGINE,
+                              kube.ACM_ENGINE_BACKUP, kube.DRAGONFLY, kube.YB_MASTER,
+                              kube.YB_TSERVER, kube.CLICKHOUSE, kube.PROMETHEUS, kube.GRAFANA,
+                              kube.COMPLIANCE],
+        ),
+        opts=on_cluster,
+    )
+    in_namespace = pulumi.ResourceOptions(provider=provider, depends_on=[foundation])
+    sip_path = {"namespace": namespace, "instance": instance,
+                "priority_class": foundation.sip_priority_class, **placement}
+    backing = {"namespace": namespace, "instance": instance,
+               "priority_class": foundation.platform_priority_class, **placement}
+
+    dragonfly = Dragonfly("dragonfly", DragonflyArgs(settings=config.dragonfly, **backing),
+                          opts=in_namespace)
+    yugabyte = YugabyteDb("yugabyte", YugabyteArgs(settings=config.yugabyte, **backing),
+                          opts=in_namespace)
+    clickhouse = ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
+                            opts=in_namespace)
+    database_secret = k8s.core.v1.Secret(
+        "database-credentials",
+        metadata=kube.metadata(DATABASE_SECRET, namespace,
+                               {"app.kubernetes.io/part-of": kube.PART_OF,
+                                "app.kubernetes.io/instance": instance}),
+        type="Opaque",
+        string_data={"username": "acm",
+                     "password": pulumi.Output.secret(config.secrets.database_password)},
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation],
+                                    parent=yugabyte),
+    )
+    acm_engine = AcmEngine(
+        "acm-engine",
+        AcmEngineArgs(
+            settings=config.acm_engine, database_host=yugabyte.host,
+            database_port=yugabyte.ysql_port, database_secret_name=DATABASE_SECRET,
+            dragonfly_host=dragonfly.host, dragonfly_port=dragonfly.port,
+            clickhouse_url=f"http://{clickhouse.host}:{clickhouse.http_port}", **sip_path,
+        ),
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, database_secret]),
+    )
+    opensips = OpenSipsCluster(
+        "opensips",
+        OpenSipsArgs(
+            settings=config.opensips, features=config.features,
+            acm_engine_domain=acm_engine.sip_domain,
+            acm_engine_backup_domain=acm_engine.backup_sip_domain,
+            acm_engine_port=acm_engine.sip_port, dragonfly_host=dragonfly.host,
+            dragonfly_port=dragonfly.port,
+            sidecar_image=config.opensips.dispatcher_sync_image,
+            sip_peer_cidrs=config.network.sip_peer_cidrs,
+            tls_certificate=config.secrets.sip_tls_certificate,
+            tls_private_key=config.secrets.sip_tls_private_key, **sip_path,
+        ),
+        opts=in_namespace,
+    )
+    haproxy = HaproxyTier(
+        "haproxy",
+        HaproxyArgs(
+            settings=config.haproxy, features=config.features,
+            opensips_headless_domain=opensips.headless_domain,
+            opensips_ports=config.opensips.ports,
+            opensips_max_replicas=config.opensips.autoscaling.max_replicas,
+            sip_peer_cidrs=config.network.sip_peer_cidrs, **sip_path,
+        ),
+        opts=in_namespace,
+    )
+    Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            environment=config.environment, settings=config.monitoring,
+            grafana_enabled=config.features.grafana,
+            grafana_admin_password=config.secrets.grafana_admin_password,
+            scrape_targets=scrape_targets(config, opensips, acm_engine),
+            **backing,
+        ),
+        opts=in_namespace,
+    )
+    return Platform(provider, foundation, opensips, haproxy, acm_engine)
+
+
+def scrape_targets(
+    config: StackConfig, opensips: OpenSipsCluster, acm_engine: AcmEngine
+) -> list[ScrapeTarget]:
+    suffix = f"{config.namespace}.svc.cluster.local"
+    targets = [
+        ScrapeTarget("opensips", opensips.headless_domain, config.opensips.ports.http),
+        ScrapeTarget("haproxy", f"haproxy-admin.{suffix}", config.haproxy.ports.metrics),
+        ScrapeTarget("acm-engine", acm_engine.sip_domain, config.acm_engine.http_port),
+        ScrapeTarget("dragonfly", f"{kube.DRAGONFLY.name}-headless.{suffix}",
+                     config.dragonfly.port),
+        ScrapeTarget("yb-master", f"{kube.YB_MASTER.name}-headless.{suffix}", YB_MASTER_WEB,
+                     "/prometheus-metrics"),
+        ScrapeTarget("yb-tserver", f"{kube.YB_TSERVER.name}-headless.{suffix}",
+                     YB_TSERVER_WEB, "/prometheus-metrics"),
+    ]
+    if acm_engine.backup_sip_domain is not None:
+        targets.append(ScrapeTarget("acm-engine-backup", acm_engine.backup_sip_domain,
+                                    config.acm_engine.http_port))
+    return targets
