@@ -47,8 +47,9 @@ def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
     settings = args.settings
     check = settings.health_check
     domain = args.opensips_headless_domain
-    backends = [{"name": "opensips_sip_tcp", "srv_record": f"_proxy-tcp._tcp.{domain}",
-                 "check_port": None}]
+    backends: list[dict[str, Any]] = [
+        {"name": "opensips_sip_tcp", "srv_record": f"_proxy-tcp._tcp.{domain}", "check_port": None}
+    ]
     if args.features.sip_tls:
         backends.append({"name": "opensips_sip_tls", "srv_record": f"_proxy-tls._tcp.{domain}",
                          "check_port": args.opensips_ports.proxy_tcp})

@@ -120,7 +120,11 @@ def render_config(stack: str, config: StackConfig) -> Rendering:
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     started = time.perf_counter()
-    _sync_await(run_pulumi_func(lambda: build_platform(config, instance=stack)))
+
+    def program() -> None:
+        build_platform(config, instance=stack)
+
+    _sync_await(run_pulumi_func(program))
     elapsed = time.perf_counter() - started
     rendering = Rendering(stack, config, list(mocks.resources), elapsed)
     rendering.manifests = kubernetes_manifests(rendering.resources)

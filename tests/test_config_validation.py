@@ -1,0 +1,143 @@
+"""Invalid stack config fails before any resource exists, naming the key path and why."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stacks.config import StackConfigError, load_stack_config
+from stacks.render import RecordingMocks
+from tests.conftest import delete_path, set_path, stack_values
+
+SET = "set"
+DELETE = "delete"
+
+# (stack, operation, key path, value, expected key path in the message, expected reason)
+BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
+    ("prod", SET, "opensips.pdb.minAvailable", 3, "acm-platform:opensips:",
+     "pdb.minAvailable 3 must be below autoscaling.minReplicas 3"),
+    ("prod", SET, "opensips.autoscaling.minReplicas", 11, "acm-platform:opensips.autoscaling:",
+     "minReplicas 11 is greater than maxReplicas 10"),
+    ("prod", SET, "haproxy.image", "docker.io/library/haproxy:latest", "haproxy.image",
+     "uses ':latest'"),
+    ("prod", SET, "opensips.image", "docker.io/opensips/opensips", "opensips.image",
+     "has no tag"),
+    ("prod", SET, "acmEngine.resources.limits.memory", "512Mi", "acmEngine.resources",
+     "limits.memory 512Mi is below requests.memory 1Gi"),
+    ("prod", SET, "opensips.replicas", 3, "opensips.replicas", "unknown key"),
+    ("prod", SET, "haproxy.replicas", "3", "haproxy.replicas", "valid integer"),
+    ("prod", SET, "opensips.ports.proxyTcp", 70000, "opensips.ports.proxyTcp",
+     "less than or equal to 65535"),
+    ("prod", SET, "opensips.ports.proxyTcp", 5060, "opensips.ports",
+     "proxyTcp and sipTcp both use TCP port 5060"),
+    ("prod", DELETE, "databasePassword", None, "acm-platform:databasePassword",
+     "required secret is missing"),
+    ("prod", SET, "grafanaAdminPassword", "hunter2", "acm-platform:grafanaAdminPassword",
+     "stored in plain text"),
+    ("prod", SET, "haproxy.pdb.minAvailable", 3, "acm-platform:haproxy:",
+     "pdb.minAvailable 3 must be below replicas 3"),
+    ("prod", SET, "yugabyte.replicationFactor", 1, "acm-platform:(stack)",
+     "yugabyte.replicationFactor is below 3"),
+    ("prod", SET, "yugabyte.replicationFactor", 2, "acm-platform:yugabyte:", "must be odd"),
+    ("staging", SET, "yugabyte.tservers.replicas", 1, "acm-platform:yugabyte:",
+     "tservers.replicas 1 is below replicationFactor 3"),
+    ("prod", SET, "compliance.reports.daily.schedule", "30 25 * * *",
+     "compliance.reports.daily.schedule", "hour field"),
+    ("prod", SET, "compliance.reports.daily.schedule", "30 5 * *",
+     "compliance.reports.daily.schedule", "must have 5 fields"),
+    ("prod", SET, "network.sipPeerCidrs", ["10.0.0.0/33"], "network.sipPeerCidrs[0]",
+     "should match pattern"),
+    ("prod", SET, "opensips.autoscaling.targetCpuPercent", 0,
+     "opensips.autoscaling.targetCpuPercent", "greater than or equal to 1"),
+    ("prod", SET, "opensips.autoscaling.scaleUp.policies.0.type", "Nodes",
+     "opensips.autoscaling.scaleUp.policies[0].type", "'Pods' or 'Percent'"),
+    ("prod", SET, "dragonfly.storage.size", "20", "dragonfly.storage.size",
+     "less than 1Gi"),
+    ("prod", SET, "opensips.resources.requests.cpu", "one", "opensips.resources.requests.cpu",
+     "not a Kubernetes quantity"),
+    ("prod", SET, "compliance.nccEnvironment", "sandbox", "acm-platform:(stack)",
+     "nccEnvironment must be 'production' in prod"),
+    ("prod", SET, "compliance.atrsBaseUrl", "http://atrs.example", "compliance.atrsBaseUrl",
+     "should match pattern"),
+    ("prod", DELETE, "opensips.mediaGateways", None, "opensips.mediaGateways",
+     "required key is missing"),
+    ("prod", SET, "opensips.mediaGateways", [], "opensips.mediaGateways",
+     "at least 1 item"),
+    ("prod", SET, "namespace", "ACM_Prod", "acm-platform:namespace", "should match pattern"),
+    ("prod", SET, "environment", "staging", "acm-platform:environment",
+     "is 'staging' but the stack is 'prod'"),
+    ("prod", SET, "kubernetes.clusterIdentifier", None, "kubernetes.clusterIdentifier",
+     "valid string"),
+    ("prod", SET, "acmEngine.backupReplicas", 0, "acm-platform:(stack)",
+     "acmEngine.backupReplicas is below 1"),
+    ("prod", SET, "opensips.maxUdpWorkers", 2, "acm-platform:opensips:",
+     "maxUdpWorkers 2 is below udpWorkers 8"),
+]
+
+
+def _apply(values: dict[str, Any], operation: str, path: str, value: Any) -> None:
+    if operation == SET:
+        set_path(values, path, value)
+    else:
+        delete_path(values, path)
+
+
+@pytest.mark.parametrize(
+    ("stack", "operation", "path", "value", "key_path", "reason"),
+    BAD_INPUTS,
+    ids=[f"{case[2]}={case[3]!r}" if case[1] == SET else f"missing-{case[2]}"
+         for case in BAD_INPUTS],
+)
+def test_bad_config_is_rejected_with_its_key_path(
+    stack: str, operation: str, path: str, value: Any, key_path: str, reason: str
+) -> None:
+    values, secret_keys = stack_values(stack)
+    if path == "grafanaAdminPassword":
+        secret_keys = secret_keys - {"grafanaAdminPassword"}
+    _apply(values, operation, path, value)
+    with pytest.raises(StackConfigError) as caught:
+        load_stack_config(stack, values, secret_keys)
+    message = str(caught.value)
+    assert key_path in message, message
+    assert reason in message, message
+    assert "nothing was deployed" in message
+
+
+def test_at_least_twenty_distinct_bad_inputs_are_covered() -> None:
+    assert len({(case[2], repr(case[3])) for case in BAD_INPUTS}) >= 20
+
+
+def test_several_problems_are_reported_together() -> None:
+    values, secret_keys = stack_values("prod")
+    set_path(values, "haproxy.image", "haproxy:latest")
+    set_path(values, "opensips.ports.http", 0)
+    with pytest.raises(StackConfigError) as caught:
+        load_stack_config("prod", values, secret_keys)
+    paths = [path for path, _ in caught.value.problems]
+    assert "haproxy.image" in paths
+    assert "opensips.ports.http" in paths
+
+
+def test_invalid_config_registers_no_resource() -> None:
+    # The program validates before it builds: the mocks must not see a single resource.
+    import pulumi
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    from stacks.render import render_values
+
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="acm-platform", stack="prod", preview=False)
+    values, secret_keys = stack_values("prod")
+    set_path(values, "opensips.autoscaling.maxReplicas", 1)
+    with pytest.raises(StackConfigError):
+        _sync_await(run_pulumi_func(lambda: render_values("prod", values, secret_keys)))
+    assert mocks.resources == []
+
+
+def test_valid_stacks_load() -> None:
+    for stack in ("local", "dev", "staging", "prod"):
+        values, secret_keys = stack_values(stack)
+        config = load_stack_config(stack, values, secret_keys)
+        assert config.environment == stack
