@@ -14,6 +14,16 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+# The SDK loads its API groups lazily, on first attribute access; load the ones the platform
+# uses at import time so that cost is not paid inside the program.
+import pulumi_kubernetes.apps.v1
+import pulumi_kubernetes.autoscaling.v2
+import pulumi_kubernetes.batch.v1
+import pulumi_kubernetes.core.v1
+import pulumi_kubernetes.networking.v1
+import pulumi_kubernetes.policy.v1
+import pulumi_kubernetes.scheduling.v1
+
 from stacks.config import Autoscaling, Resources
 
 PART_OF = "acm-platform"
