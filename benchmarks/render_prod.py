@@ -1,7 +1,8 @@
 """Benchmark: program time of the prod stack under Pulumi's mocks (goal: under 1 s).
 
 Prints the import time, the first render in a fresh process (which also pays the SDK's lazy
-type introspection) and the median of further renders. Run: .venv/bin/python benchmarks/render_prod.py
+type introspection) and the median of further renders.
+Run: .venv/bin/python benchmarks/render_prod.py
 """
 
 from __future__ import annotations
