@@ -79,7 +79,10 @@ def version_table() -> str:
     return _db_text_table("table_name(string) table_version(int)", rows)
 
 
-def opensips_values(args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str) -> dict[str, Any]:
+def opensips_values(
+    args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str, listen_host: str = "*"
+) -> dict[str, Any]:
+    """Template values; `listen_host` is `*` in a pod, loopback in the SIP test harness."""
     settings = args.settings
     ports = settings.ports
     breaker = settings.circuit_breaker
@@ -94,7 +97,7 @@ def opensips_values(args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str)
         sockets.append({"proto": "tls", "port": ports.proxy_tls,
                         "options": " allow_proxy_protocol"})
     return {
-        "sockets": sockets,
+        "sockets": [{**socket, "host": listen_host} for socket in sockets],
         "tls_enabled": args.features.sip_tls,
         "udp_workers": settings.udp_workers,
         "max_udp_workers": settings.max_udp_workers,

@@ -1,0 +1,86 @@
+"""The dispatcher-sync sidecar: the table follows the engines, and a DNS hiccup empties nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.opensips_config import DISPATCHER_COLUMNS
+from components.sidecars import dispatcher_sync
+
+
+def settings(tmp_path: Path, mi_url: str = "http://127.0.0.1:9/mi") -> dict[str, Any]:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "version").write_text("table_name(string) table_version(int)\ndispatcher:9\n")
+    db = tmp_path / "db"
+    db.mkdir()
+    return {"sets": [{"setid": 1, "domain": "engines"}, {"setid": 2, "domain": "backup"}],
+            "port": 5060, "table_path": str(db / "dispatcher"), "static_tables_dir": str(static),
+            "db_dir": str(db), "columns": DISPATCHER_COLUMNS, "mi_url": mi_url,
+            "interval_seconds": 5}
+
+
+def test_each_engine_is_its_own_destination(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {"engines": ["10.1.0.7", "10.1.0.5"], "backup": ["10.1.0.9"]}
+    monkeypatch.setattr(dispatcher_sync, "resolve", lambda domain, port: sorted(answers[domain]))
+    config = settings(tmp_path)
+    assert dispatcher_sync.sync_once(config, {}) is True
+    rows = Path(config["table_path"]).read_text().splitlines()
+    assert rows[0] == DISPATCHER_COLUMNS
+    assert rows[1:] == [
+        "1:1:sip\\:10.1.0.5\\:5060::0:0:1:0::acm-engine-set-1",
+        "2:1:sip\\:10.1.0.7\\:5060::0:0:1:0::acm-engine-set-1",
+        "3:2:sip\\:10.1.0.9\\:5060::0:0:1:0::acm-engine-set-2",
+    ]
+    # Unchanged engines: no rewrite, no reload.
+    assert dispatcher_sync.sync_once(config, {}) is False
+
+
+def test_a_failed_lookup_keeps_the_known_engines(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    config = settings(tmp_path)
+    known: dict[int, list[str]] = {}
+    monkeypatch.setattr(dispatcher_sync, "resolve", lambda domain, port: ["10.1.0.5"])
+    dispatcher_sync.sync_once(config, known)
+    monkeypatch.setattr(dispatcher_sync, "resolve", lambda domain, port: [])
+    assert dispatcher_sync.sync_once(config, known) is False
+    assert "10.1.0.5" in Path(config["table_path"]).read_text()
+
+
+def test_scaling_changes_the_table_and_reloads_over_mi(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class MiHandler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            body = b'{"jsonrpc": "2.0", "result": "OK", "id": 1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), MiHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        config = settings(tmp_path, f"http://127.0.0.1:{server.server_port}/mi")
+        config_file = tmp_path / "settings.json"
+        config_file.write_text(json.dumps(config))
+        monkeypatch.setattr(dispatcher_sync, "resolve", lambda domain, port: ["10.1.0.5"])
+        assert dispatcher_sync.main(["--settings", str(config_file), "--once"]) == 0
+        assert [call["method"] for call in calls] == ["ds_reload"]
+        assert (Path(config["db_dir"]) / "version").exists()
+        assert dispatcher_sync.main(["--settings", str(config_file), "--check"]) == 0
+    finally:
+        server.shutdown()
