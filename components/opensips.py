@@ -49,7 +49,7 @@ class OpenSipsCluster(pulumi.ComponentResource):
         labels = part.labels(args.instance)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.files: OpenSipsFiles = opensips_files(args, CONFIG_DIR, TLS_DIR, DB_DIR, RUN_DIR)
+        self.files: OpenSipsFiles = opensips_files(args, TLS_DIR, DB_DIR, RUN_DIR)
         self.config = kube.RenderedConfig(
             f"{name}-config", "opensips-config", args.namespace, labels, self.files.config, child
         )

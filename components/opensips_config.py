@@ -145,10 +145,7 @@ def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:
     }
 
 
-def opensips_files(
-    args: OpenSipsArgs, config_dir: str, tls_dir: str, db_dir: str, run_dir: str
-) -> OpenSipsFiles:
-    del config_dir  # the config path is fixed by the container command, not by the files
+def opensips_files(args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str) -> OpenSipsFiles:
     config = {
         "opensips.cfg": render("opensips.cfg.j2", **opensips_values(args, tls_dir, db_dir,
                                                                      run_dir)),
