@@ -1,0 +1,188 @@
+"""The audit trail (schema `ncc_audit`): packages, submission attempts, incidents.
+
+Rows are only inserted, and an attempt's outcome is written once when it ends. What a run finds
+unfinished (its process died) is marked `interrupted` and resumed by a new attempt that points
+back at it, so the history of a period reads as what happened, crash included.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from jobs.database import READ_CONTRACT
+from jobs.generate import Package
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+UNFINISHED = ("uploading", "submitting")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    submission_id: int
+    outcome: str
+    package_id: int | None
+    idempotency_key: str | None
+    request_body: dict[str, Any] | None
+    regulator_reference: str | None
+
+
+def _attempt(row: dict[str, Any]) -> Attempt:
+    return Attempt(row["submission_id"], row["outcome"], row["package_id"],
+                   row["idempotency_key"], row["request_body"], row["regulator_reference"])
+
+
+def accepted_attempt(conn: Connection, report: str, period: str, license_number: str,
+                     environment: str) -> Attempt | None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(
+            "SELECT * FROM ncc_audit.submissions WHERE report = %s AND period = %s"
+            " AND license_number = %s AND environment = %s AND outcome = 'accepted'",
+            (report, period, license_number, environment)).fetchone()
+    return _attempt(row) if row else None
+
+
+def latest_attempts(conn: Connection, report: str, period: str, license_number: str,
+                    environment: str) -> list[Attempt]:
+    """Attempts of a period, newest first."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            "SELECT * FROM ncc_audit.submissions WHERE report = %s AND period = %s"
+            " AND license_number = %s AND environment = %s ORDER BY submission_id DESC",
+            (report, period, license_number, environment)).fetchall()
+    return [_attempt(row) for row in rows]
+
+
+def record_package(conn: Connection, package: Package) -> int:
+    """The package's row; a byte-identical package of the same period reuses its row."""
+    period = package.period
+    row = conn.execute(
+        "SELECT package_id FROM ncc_audit.packages WHERE report = %s AND period = %s"
+        " AND license_number = %s AND payload_sha256 = %s ORDER BY package_id LIMIT 1",
+        (period.report, period.label, package.license_number, package.payload_sha256),
+    ).fetchone()
+    if row:
+        return int(row[0])
+    row = conn.execute(
+        "INSERT INTO ncc_audit.packages (report, period, license_number, read_contract, files,"
+        " payload_sha256) VALUES (%s, %s, %s, %s, %s, %s) RETURNING package_id",
+        (period.report, period.label, package.license_number, READ_CONTRACT,
+         Jsonb([item.as_json() for item in package.files]), package.payload_sha256),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def start_attempt(conn: Connection, *, report: str, period: str, license_number: str,
+                  environment: str, outcome: str, package_id: int | None = None,
+                  idempotency_key: str | None = None,
+                  request_body: dict[str, Any] | None = None,
+                  resumes: int | None = None) -> int:
+    row = conn.execute(
+        "INSERT INTO ncc_audit.submissions (report, period, license_number, environment,"
+        " outcome, package_id, idempotency_key, request_body, resumes)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING submission_id",
+        (report, period, license_number, environment, outcome, package_id, idempotency_key,
+         Jsonb(request_body) if request_body is not None else None, resumes),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def mark_submitting(conn: Connection, submission_id: int, idempotency_key: str,
+                    request_body: dict[str, Any]) -> None:
+    """Written before the request leaves: if the process dies now, the next run knows the
+    regulator may hold this exact request, and resends it instead of a new one."""
+    conn.execute(
+        "UPDATE ncc_audit.submissions SET outcome = 'submitting', idempotency_key = %s,"
+        " request_body = %s WHERE submission_id = %s AND outcome = 'uploading'",
+        (idempotency_key, Jsonb(request_body), submission_id))
+
+
+def finish_attempt(conn: Connection, submission_id: int, outcome: str, *,
+                   http_status: int | None = None, reference: str | None = None,
+                   detail: str | None = None) -> None:
+    conn.execute(
+        "UPDATE ncc_audit.submissions SET outcome = %s, finished_at = now(), http_status = %s,"
+        " regulator_reference = %s, detail = %s WHERE submission_id = %s"
+        " AND outcome IN ('uploading', 'submitting')",
+        (outcome, http_status, reference, detail, submission_id))
+
+
+def record_incident(conn: Connection, *, alert_id: str, license_number: str, environment: str,
+                    incident_id: str, detected_at: dt.datetime, status: str) -> None:
+    conn.execute(
+        "INSERT INTO ncc_audit.incidents (alert_id, license_number, environment, incident_id,"
+        " detected_at, submitted_at, status, status_checked_at)"
+        " VALUES (%s, %s, %s, %s, %s, now(), %s, now()) ON CONFLICT DO NOTHING",
+        (alert_id, license_number, environment, incident_id, detected_at, status))
+
+
+def incident(conn: Connection, alert_id: str, license_number: str,
+             environment: str) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
+            "SELECT * FROM ncc_audit.incidents WHERE alert_id = %s AND license_number = %s"
+            " AND environment = %s", (alert_id, license_number, environment)).fetchone()
+
+
+def update_incident_status(conn: Connection, alert_id: str, license_number: str,
+                           environment: str, status: str) -> None:
+    conn.execute(
+        "UPDATE ncc_audit.incidents SET status = %s, status_checked_at = now()"
+        " WHERE alert_id = %s AND license_number = %s AND environment = %s",
+        (status, alert_id, license_number, environment))
+
+
+def incident_watermark(conn: Connection, license_number: str,
+                       environment: str) -> dt.datetime | None:
+    row = conn.execute(
+        "SELECT detected_at FROM ncc_audit.incident_watermark WHERE license_number = %s"
+        " AND environment = %s", (license_number, environment)).fetchone()
+    return row[0] if row else None
+
+
+def advance_incident_watermark(conn: Connection, license_number: str, environment: str,
+                               detected_at: dt.datetime) -> None:
+    conn.execute(
+        "INSERT INTO ncc_audit.incident_watermark (license_number, environment, detected_at)"
+        " VALUES (%s, %s, %s) ON CONFLICT (license_number, environment) DO UPDATE"
+        " SET detected_at = greatest(ncc_audit.incident_watermark.detected_at,"
+        " excluded.detected_at), updated_at = now()",
+        (license_number, environment, detected_at))
+
+
+def period_history(conn: Connection, report: str, period: str,
+                   license_number: str) -> dict[str, list[dict[str, Any]]]:
+    """Everything the trail holds about a period (or an incident's alert id)."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        packages = cursor.execute(
+            "SELECT package_id, generated_at, read_contract, files, payload_sha256"
+            " FROM ncc_audit.packages WHERE report = %s AND period = %s AND license_number = %s"
+            " ORDER BY package_id", (report, period, license_number)).fetchall()
+        attempts = cursor.execute(
+            "SELECT submission_id, environment, package_id, started_at, finished_at, outcome,"
+            " http_status, regulator_reference, detail, resumes, idempotency_key"
+            " FROM ncc_audit.submissions WHERE report = %s AND period = %s"
+            " AND license_number = %s ORDER BY submission_id",
+            (report, period, license_number)).fetchall()
+    return {"packages": packages, "submissions": attempts}
+
+
+def last_accepted(conn: Connection, license_number: str,
+                  environment: str) -> dict[str, dt.datetime]:
+    rows = conn.execute(
+        "SELECT report, max(finished_at) FROM ncc_audit.submissions WHERE outcome = 'accepted'"
+        " AND license_number = %s AND environment = %s GROUP BY report",
+        (license_number, environment)).fetchall()
+    return {str(report): finished for report, finished in rows}
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, indent=2, ensure_ascii=False)

@@ -1,0 +1,80 @@
+"""The report database: connection, the jobs' own schema files, and per-period run locks."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg
+
+from jobs.settings import DATABASE_PASSWORD, JobSettings, read_secret
+
+log = logging.getLogger(__name__)
+
+READ_CONTRACT = "ncc_read_v1"
+# Applied in this order by every run; each is idempotent and skipped when unchanged.
+SCHEMA_FILES = ("ncc_read_v1.sql", "ncc_audit_v1.sql")
+# The ACM platform's own tables as the jobs expect them: loaded by tests and benchmarks only.
+SOURCE_SCHEMA_FILE = "acm_source_v1.sql"
+_MIGRATION_LOCK = 0x4E43_4341  # "NCCA": serializes schema application across jobs
+
+
+class LockBusy(Exception):
+    """Another run holds the period (a manual run overlapping the CronJob)."""
+
+
+def schema_sql(name: str) -> str:
+    return resources.files("jobs").joinpath("sql", name).read_text(encoding="utf-8")
+
+
+def connect(settings: JobSettings) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(
+        host=settings.db_host, port=settings.db_port, dbname=settings.db_name,
+        user=settings.db_user, password=read_secret(settings, DATABASE_PASSWORD),
+        sslmode=settings.db_sslmode, application_name="ncc-report", connect_timeout=15,
+        autocommit=True,
+    )
+
+
+def apply_schema(conn: psycopg.Connection[tuple[object, ...]],
+                 names: tuple[str, ...] = SCHEMA_FILES) -> None:
+    """Bring the read contract and the audit tables to this version of the code.
+
+    The incidents job starts every five minutes and may overlap the daily one, so files are
+    applied under a transaction-scoped advisory lock and only when their checksum changed.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS public.ncc_schema_files ("
+                     " name text PRIMARY KEY, sha256 text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())")
+        for name in names:
+            text = schema_sql(name)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            row = conn.execute("SELECT sha256 FROM public.ncc_schema_files WHERE name = %s",
+                               (name,)).fetchone()
+            if row and row[0] == digest:
+                continue
+            log.info("applying schema file %s", name, extra={"schema_file": name})
+            conn.execute(text.encode())
+            conn.execute("INSERT INTO public.ncc_schema_files (name, sha256) VALUES (%s, %s)"
+                         " ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256,"
+                         " applied_at = now()", (name, digest))
+
+
+@contextmanager
+def run_lock(conn: psycopg.Connection[tuple[object, ...]], key: str) -> Iterator[None]:
+    """Hold `key` for the life of this run. A session-level advisory lock: if the process
+    dies, the database drops the session and the lock with it, so a re-run is never blocked
+    by a crashed one."""
+    row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+    if not row or not row[0]:
+        raise LockBusy(f"another ncc-report run holds {key}; not starting a second one")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))

@@ -1,0 +1,104 @@
+"""Reporting periods on the regulator's calendar: WAT (Africa/Lagos) days, weeks and months.
+
+A day is a WAT day: 2026-11-23 runs from 2026-11-22T23:00Z to 2026-11-23T23:00Z. Every bound
+the jobs query with is computed here, as an aware datetime, so no query depends on the
+database session's time zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+WAT = ZoneInfo("Africa/Lagos")
+Report = Literal["daily", "weekly", "monthly"]
+REPORTS: tuple[Report, ...] = ("daily", "weekly", "monthly")
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    """A report's covered span: WAT days first_day..last_day inclusive."""
+
+    report: Report
+    first_day: dt.date
+    last_day: dt.date
+
+    @property
+    def label(self) -> str:
+        """How the audit trail and the command line name the period."""
+        if self.report == "daily":
+            return self.first_day.isoformat()
+        if self.report == "weekly":
+            year, week, _ = self.first_day.isocalendar()
+            return f"{year}-W{week:02d}"
+        return f"{self.first_day.year}-{self.first_day.month:02d}"
+
+    @property
+    def file_stamp(self) -> str:
+        """The date part of the regulator's file names."""
+        if self.report == "monthly":
+            return self.first_day.strftime("%Y%m")
+        return self.first_day.strftime("%Y%m%d")
+
+    @property
+    def start(self) -> dt.datetime:
+        return wat_midnight(self.first_day)
+
+    @property
+    def end(self) -> dt.datetime:
+        return wat_midnight(self.last_day + dt.timedelta(days=1))
+
+    def next(self) -> Period:
+        return period_containing(self.report, self.last_day + dt.timedelta(days=1))
+
+    def previous(self) -> Period:
+        return period_containing(self.report, self.first_day - dt.timedelta(days=1))
+
+
+def wat_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=WAT)
+
+
+def today_in_lagos(now: dt.datetime) -> dt.date:
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(WAT).date()
+
+
+def period_containing(report: Report, day: dt.date) -> Period:
+    if report == "daily":
+        return Period(report, day, day)
+    if report == "weekly":
+        monday = day - dt.timedelta(days=day.weekday())
+        return Period(report, monday, monday + dt.timedelta(days=6))
+    first = day.replace(day=1)
+    following = (first + dt.timedelta(days=32)).replace(day=1)
+    return Period(report, first, following - dt.timedelta(days=1))
+
+
+def last_complete_period(report: Report, now: dt.datetime) -> Period:
+    """The most recent period that has fully ended in Lagos at `now`."""
+    return period_containing(report, today_in_lagos(now)).previous()
+
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+def parse_period(report: Report, text: str) -> Period:
+    """`2026-11-23` (daily, or any day of a week or month), `2026-W47`, or `2026-11`."""
+    try:
+        if report == "weekly" and (week := _WEEK.match(text)):
+            monday = dt.date.fromisocalendar(int(week[1]), int(week[2]), 1)
+            return period_containing(report, monday)
+        if report == "monthly" and (month := _MONTH.match(text)):
+            return period_containing(report, dt.date(int(month[1]), int(month[2]), 1))
+        return period_containing(report, dt.date.fromisoformat(text))
+    except ValueError as error:
+        shapes = {"daily": "YYYY-MM-DD", "weekly": "YYYY-Www or YYYY-MM-DD",
+                  "monthly": "YYYY-MM or YYYY-MM-DD"}
+        raise ValueError(f"--period {text!r}: not a {report} period ({shapes[report]}): "
+                         f"{error}") from None

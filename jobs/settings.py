@@ -1,0 +1,98 @@
+"""The job's configuration: environment variables (from the CronJob) and secret files (from a
+Kubernetes Secret mounted read-only). Everything is checked before any work starts, and a bad
+or missing setting is reported by the name the operator sets it under."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "NCC_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+class JobSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    license_number: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
+    environment: Literal["sandbox", "production"]
+    # The report database (YugabyteDB YSQL in production). The password is a secret file.
+    db_host: str
+    db_port: Annotated[int, Field(ge=1, le=65535)] = 5433
+    db_name: str = "acm"
+    db_user: str = "ncc_compliance"
+    db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sftp_host: str | None = None
+    sftp_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    sftp_user: str = "acm"
+    sftp_directory: str = "/incoming"
+    atrs_base_url: Annotated[str, Field(pattern=r"^https://[^/\s]+")] | None = None
+    # A CA bundle for the ATRS endpoint; unset means the system's trust store. Never "off".
+    atrs_ca_file: Path | None = None
+    atrs_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30.0
+    atrs_attempts: Annotated[int, Field(ge=1, le=10)] = 6
+    atrs_backoff_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    atrs_backoff_max_seconds: Annotated[float, Field(gt=0, le=300)] = 60.0
+    secrets_dir: Path = Path("/var/run/secrets/ncc")
+    out_dir: Path = Path("/scratch")
+    dry_run: bool = False
+    # How many past periods a scheduled run looks back over to catch up on missed ones.
+    catch_up_periods: Annotated[int, Field(ge=1, le=31)] = 7
+    # How far back the first incident run (no watermark yet) looks for CRITICAL alerts.
+    incident_lookback_hours: Annotated[int, Field(ge=1, le=168)] = 24
+
+    @field_validator("sftp_directory")
+    @classmethod
+    def absolute_directory(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path on the regulator's server")
+        return value.rstrip("/") or "/"
+
+    def require_transport(self) -> None:
+        """Sending needs the SFTP and ATRS endpoints, which a dry run does not."""
+        missing = [f"{ENV_PREFIX}{name.upper()}" for name in ("sftp_host", "atrs_base_url")
+                   if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)}: required to submit (or use --dry-run)")
+
+
+def load_settings() -> JobSettings:
+    try:
+        return JobSettings()
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors():
+            name = f"{ENV_PREFIX}{str(detail['loc'][0]).upper()}" if detail["loc"] else "?"
+            problems.append(f"{name}: {detail['msg']}")
+        raise ConfigError("invalid job settings:\n  " + "\n  ".join(problems)) from None
+
+
+# The files of the mounted Secret (components/compliance.py writes the same names).
+DATABASE_PASSWORD = "database-password"
+ATRS_CLIENT_ID = "atrs-client-id"
+ATRS_CLIENT_SECRET = "atrs-client-secret"
+SFTP_PRIVATE_KEY = "sftp-private-key"
+SFTP_KNOWN_HOSTS = "sftp-known-hosts"
+SECRET_FILES = (DATABASE_PASSWORD, ATRS_CLIENT_ID, ATRS_CLIENT_SECRET, SFTP_PRIVATE_KEY,
+                SFTP_KNOWN_HOSTS)
+
+
+def read_secret(settings: JobSettings, name: str) -> str:
+    path = settings.secrets_dir / name
+    try:
+        value = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"secret file {path} is missing (Secret key {name!r})") from None
+    except OSError as error:
+        raise ConfigError(f"secret file {path} cannot be read: {error.strerror}") from None
+    # Keys and known_hosts keep their text; single-line values lose a trailing newline.
+    stripped = value.strip()
+    if not stripped:
+        raise ConfigError(f"secret file {path} is empty (Secret key {name!r})")
+    return value if "\n" in stripped else stripped

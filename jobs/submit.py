@@ -1,0 +1,306 @@
+"""One report period end to end: generate, upload, submit, record; and the incident feed.
+
+The order of a report submission, and what a re-run does after a crash at each point:
+
+1. already accepted for this period?            -> nothing to do (exit 0)
+2. an attempt that reached step 5 without a definitive answer?
+                                                 -> resend exactly its request, same key
+3. generate the package (staging dir, renamed)  -> crash: regenerated, nothing was sent
+4. record package + attempt `uploading`; upload each file atomically, summary last
+                                                 -> crash: attempt marked interrupted,
+                                                    stale temporary files removed, restart
+5. mark `submitting` with key and request body; POST
+                                                 -> crash: step 2 resends; the regulator
+                                                    answers the replay with the original
+6. record accepted (reference) / rejected / failed
+
+Runs of the same period are serialized by a database advisory lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+
+from jobs import audit
+from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy
+from jobs.database import run_lock
+from jobs.generate import Package, build_package
+from jobs.periods import Period, last_complete_period
+from jobs.settings import (
+    ATRS_CLIENT_ID,
+    ATRS_CLIENT_SECRET,
+    SFTP_KNOWN_HOSTS,
+    SFTP_PRIVATE_KEY,
+    JobSettings,
+    read_secret,
+)
+from jobs.sftp import SftpTarget, remove_stale_partials, sftp_session, upload_atomically
+
+log = logging.getLogger(__name__)
+Connection = psycopg.Connection[tuple[Any, ...]]
+Status = Literal["accepted", "already-accepted", "generated", "rejected", "failed"]
+INCIDENT_DEADLINE = dt.timedelta(hours=1)
+# Alerts committed a little after later-detected ones must still be seen.
+INCIDENT_OVERLAP = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    label: str
+    status: Status
+    reference: str | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("accepted", "already-accepted", "generated")
+
+
+@dataclass
+class Transport:
+    sftp: SftpTarget
+    atrs: AtrsClient
+
+    @classmethod
+    @contextmanager
+    def from_settings(cls, settings: JobSettings) -> Iterator[Transport]:
+        settings.require_transport()
+        assert settings.sftp_host is not None and settings.atrs_base_url is not None
+        target = SftpTarget(settings.sftp_host, settings.sftp_port, settings.sftp_user,
+                            settings.sftp_directory, read_secret(settings, SFTP_PRIVATE_KEY),
+                            read_secret(settings, SFTP_KNOWN_HOSTS))
+        client = AtrsClient(
+            settings.atrs_base_url, read_secret(settings, ATRS_CLIENT_ID),
+            read_secret(settings, ATRS_CLIENT_SECRET), ca_file=settings.atrs_ca_file,
+            timeout=settings.atrs_timeout_seconds,
+            retry=RetryPolicy(settings.atrs_attempts, settings.atrs_backoff_seconds,
+                              settings.atrs_backoff_max_seconds))
+        with client:
+            yield cls(target, client)
+
+
+@dataclass
+class ReportRun:
+    conn: Connection
+    settings: JobSettings
+    transport: Transport | None  # None: dry run, generate only
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def _who(self) -> dict[str, str]:
+        return {"license_number": self.settings.license_number,
+                "environment": self.settings.environment}
+
+    def pending_periods(self, latest: Period) -> list[Period]:
+        """`latest` and the unaccepted periods before it, back to the last accepted one
+        (at most `catch_up_periods`): a missed run is caught up by the next."""
+        periods = [latest]
+        candidate = latest.previous()
+        while len(periods) < self.settings.catch_up_periods:
+            if audit.accepted_attempt(self.conn, candidate.report, candidate.label,
+                                      **self._who):
+                break
+            if not audit.latest_attempts(self.conn, candidate.report, candidate.label,
+                                         **self._who) and not self._ever_accepted(candidate):
+                break  # before this installation's first report: nothing to catch up
+            periods.append(candidate)
+            candidate = candidate.previous()
+        return sorted(periods)
+
+    def _ever_accepted(self, period: Period) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM ncc_audit.submissions WHERE report = %s AND outcome = 'accepted'"
+            " AND license_number = %s AND environment = %s AND period < %s LIMIT 1",
+            (period.report, self.settings.license_number, self.settings.environment,
+             period.label)).fetchone()
+        return row is not None
+
+    def run(self, period: Period) -> Outcome:
+        label = f"{period.report} {period.label}"
+        try:
+            with run_lock(self.conn, f"ncc-report:{self.settings.license_number}:"
+                                     f"{period.report}:{period.label}"):
+                outcome = self._run_locked(period)
+        except Exception as error:  # every failure is recorded and reported, none escapes
+            log.error("%s failed: %s", label, error,
+                      extra={"report": period.report, "period": period.label})
+            outcome = Outcome(period.label, "failed", detail=str(error))
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _run_locked(self, period: Period) -> Outcome:
+        report, who = period.report, self._who
+        accepted = audit.accepted_attempt(self.conn, report, period.label, **who)
+        if accepted:
+            log.info("%s %s was accepted before (reference %s): nothing to send", report,
+                     period.label, accepted.regulator_reference,
+                     extra={"report": report, "period": period.label})
+            return Outcome(period.label, "already-accepted", accepted.regulator_reference)
+        if self.transport is None:
+            build_package(self.conn, period, self.settings.license_number, self.settings.out_dir)
+            return Outcome(period.label, "generated", detail="dry run: nothing sent")
+        resumable = None
+        for attempt in audit.latest_attempts(self.conn, report, period.label, **who):
+            if attempt.outcome in audit.UNFINISHED:
+                audit.finish_attempt(self.conn, attempt.submission_id, "interrupted",
+                                     detail="found unfinished by a later run")
+            if resumable is None and attempt.request_body is not None:
+                resumable = attempt
+        if resumable is not None and resumable.outcome in ("submitting", "failed"):
+            # That request may have reached the regulator; its files are on the server.
+            # Sending it again under the same key cannot create a second submission.
+            log.warning("resending the request of attempt %d (%s), whose outcome is unknown",
+                        resumable.submission_id, resumable.outcome,
+                        extra={"report": report, "period": period.label})
+            assert resumable.idempotency_key is not None and resumable.request_body is not None
+            submission_id = audit.start_attempt(
+                self.conn, report=report, period=period.label, outcome="submitting",
+                package_id=resumable.package_id, idempotency_key=resumable.idempotency_key,
+                request_body=resumable.request_body, resumes=resumable.submission_id,
+                license_number=who["license_number"], environment=who["environment"])
+            return self._submit(period, submission_id, resumable.request_body,
+                                resumable.idempotency_key)
+
+        package = build_package(self.conn, period, self.settings.license_number,
+                                self.settings.out_dir)
+        package_id = audit.record_package(self.conn, package)
+        submission_id = audit.start_attempt(
+            self.conn, report=report, period=period.label, outcome="uploading",
+            package_id=package_id, license_number=who["license_number"],
+            environment=who["environment"])
+        try:
+            self._upload(package, tag=str(submission_id))
+        except BaseException as error:
+            audit.finish_attempt(self.conn, submission_id, "failed", detail=f"upload: {error}")
+            raise
+        body = report_request(package, self.settings.environment)
+        key = f"{package.license_number}:{report}:{period.label}:{package.payload_sha256[:32]}"
+        audit.mark_submitting(self.conn, submission_id, key, body)
+        return self._submit(period, submission_id, body, key)
+
+    def _upload(self, package: Package, tag: str) -> None:
+        assert self.transport is not None
+        target = self.transport.sftp
+        names = [item.name for item in package.files]
+        with sftp_session(target) as sftp:
+            remove_stale_partials(sftp, target.directory, names)
+            for item in package.files:
+                upload_atomically(sftp, package.path(item), target.directory, tag)
+
+    def _submit(self, period: Period, submission_id: int, body: dict[str, Any],
+                key: str) -> Outcome:
+        assert self.transport is not None
+        extra = {"report": period.report, "period": period.label}
+        try:
+            receipt: Receipt = self.transport.atrs.submit_report(period.report, body, key)
+        except Rejected as error:
+            audit.finish_attempt(self.conn, submission_id, "rejected", http_status=error.status,
+                                 detail=error.body[:4000])
+            log.error("ATRS rejected %s %s: %s", period.report, period.label, error.body[:500],
+                      extra=extra)
+            return Outcome(period.label, "rejected", detail=error.body)
+        except BaseException as error:
+            audit.finish_attempt(self.conn, submission_id, "failed", detail=str(error))
+            raise
+        audit.finish_attempt(self.conn, submission_id, "accepted", http_status=receipt.http_status,
+                             reference=receipt.reference,
+                             detail="regulator already held it" if receipt.duplicate else None)
+        log.info("ATRS accepted %s %s: reference %s%s", period.report, period.label,
+                 receipt.reference, " (replayed)" if receipt.duplicate else "", extra=extra)
+        return Outcome(period.label, "accepted", receipt.reference)
+
+
+def report_request(package: Package, environment: str) -> dict[str, Any]:
+    period = package.period
+    return {
+        "licenseNumber": package.license_number,
+        "reportType": period.report,
+        "period": period.label,
+        "periodStart": period.start.isoformat(),
+        "periodEnd": period.end.isoformat(),
+        "environment": environment,
+        "files": [item.as_json() for item in package.files],
+        "statistics": package.summary["statistics"],
+    }
+
+
+def scheduled_periods(run: ReportRun, report: Literal["daily", "weekly", "monthly"],
+                      now: dt.datetime) -> list[Period]:
+    return run.pending_periods(last_complete_period(report, now))
+
+
+@dataclass(frozen=True)
+class IncidentOutcome:
+    submitted: int
+    already: int
+    failed: int
+    late: int
+
+
+def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
+                     now: dt.datetime) -> IncidentOutcome:
+    """Submit every CRITICAL alert not yet accepted, oldest first, once each."""
+    who = {"license_number": settings.license_number, "environment": settings.environment}
+    with run_lock(conn, f"ncc-report:{settings.license_number}:incidents"):
+        conn.execute(
+            "UPDATE ncc_audit.submissions SET outcome = 'interrupted', finished_at = now(),"
+            " detail = 'found unfinished by a later run' WHERE report = 'incident'"
+            " AND license_number = %s AND environment = %s"
+            " AND outcome IN ('uploading', 'submitting')",
+            (settings.license_number, settings.environment))
+        watermark = audit.incident_watermark(conn, **who)
+        since = (watermark - INCIDENT_OVERLAP if watermark
+                 else now - dt.timedelta(hours=settings.incident_lookback_hours))
+        alerts = conn.execute("SELECT * FROM ncc_read_v1.critical_alerts(%s)",
+                              (since,)).fetchall()
+        submitted = already = failed = late = 0
+        first_failure: dt.datetime | None = None
+        for alert_id, detected_at, fraud_type, a_number, b_number, action in alerts:
+            if audit.accepted_attempt(conn, "incident", alert_id, **who):
+                already += 1
+                continue
+            age = now - detected_at
+            payload = {"licenseNumber": settings.license_number, "alertId": alert_id,
+                       "detectedAt": detected_at.isoformat(), "severity": "CRITICAL",
+                       "fraudType": fraud_type, "aNumber": a_number, "bNumber": b_number,
+                       "actionTaken": action}
+            key = f"{settings.license_number}:incident:{alert_id}"
+            submission_id = audit.start_attempt(
+                conn, report="incident", period=alert_id, outcome="submitting",
+                idempotency_key=key, request_body=payload,
+                license_number=settings.license_number, environment=settings.environment)
+            try:
+                receipt = atrs.submit_incident(payload, key)
+            except AtrsError as error:
+                outcome = "rejected" if isinstance(error, Rejected) else "failed"
+                audit.finish_attempt(conn, submission_id, outcome, detail=str(error)[:4000])
+                log.error("incident for alert %s not accepted: %s", alert_id, error,
+                          extra={"alert_id": alert_id})
+                failed += 1
+                first_failure = first_failure or detected_at
+                continue
+            audit.finish_attempt(conn, submission_id, "accepted", http_status=receipt.http_status,
+                                 reference=receipt.reference)
+            audit.record_incident(conn, alert_id=alert_id, incident_id=receipt.reference,
+                                  detected_at=detected_at,
+                                  status=str(receipt.body.get("status", "RECEIVED")), **who)
+            submitted += 1
+            if age > INCIDENT_DEADLINE:
+                late += 1
+                log.error("incident for alert %s submitted %s after detection: past the "
+                          "1-hour deadline", alert_id, age, extra={"alert_id": alert_id})
+            else:
+                log.info("incident for alert %s accepted: %s", alert_id, receipt.reference,
+                         extra={"alert_id": alert_id})
+        # Up to the first failure everything is submitted; the next run starts there.
+        high = first_failure or (alerts[-1][1] if alerts else None)
+        if high is not None:
+            audit.advance_incident_watermark(conn, detected_at=high, **who)
+        return IncidentOutcome(submitted, already, failed, late)
