@@ -30,7 +30,9 @@ def configure(level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace only an earlier JSON handler (a second call), never someone else's.
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
+    root.addHandler(handler)
     root.setLevel(level)
     # Libraries' chatter (paramiko transport, httpx requests) only at warning level and above.
     for noisy in ("paramiko", "httpx", "httpcore"):

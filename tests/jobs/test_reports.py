@@ -1,0 +1,182 @@
+"""Package generation against real PostgreSQL: the daily files byte for byte on an awkward
+day, empty days, E.164 normalization, checksums, reproducibility, weekly and monthly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from jobs.database import apply_schema
+from jobs.generate import build_package
+from jobs.periods import parse_period
+from tests.jobs.conftest import JOB_PASSWORD, JOB_USER, LICENSE, Database
+from tests.jobs.dataset import load_awkward_day
+
+pytestmark = pytest.mark.slow
+
+STATISTICS_HEADER = (
+    "total_calls,alerts_total,alerts_critical,alerts_high,alerts_medium,alerts_low,"
+    "calls_disconnected,patterns_blocked,detection_latency_p99_ms,detection_latency_avg_ms,"
+    "uptime_percent,false_positive_rate_percent\n")
+
+
+@pytest.fixture
+def job_conn(database: Database) -> Any:
+    with psycopg.connect(database.server.dsn(database.name, JOB_USER, JOB_PASSWORD),
+                         autocommit=True) as conn:
+        apply_schema(conn)
+        yield conn
+
+
+def daily(job_conn: Any, day: str, out: Path) -> Any:
+    return build_package(job_conn, parse_period("daily", day), LICENSE, out)
+
+
+def test_awkward_day_gives_exactly_the_specified_files(database: Database, job_conn: Any,
+                                                       tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    package = daily(job_conn, "2026-11-23", tmp_path)
+    files = {item.name: package.path(item).read_text(encoding="utf-8") for item in package.files}
+    assert list(files) == [f"ACM_DAILY_{LICENSE}_20261123.csv",
+                           f"ACM_ALERTS_{LICENSE}_20261123.csv",
+                           f"ACM_TARGETS_{LICENSE}_20261123.csv",
+                           f"ACM_SUMMARY_{LICENSE}_20261123.json"]
+    # 4 calls in the WAT day (10, 20, 30, 40 ms: P99 interpolates to 39.70), 3 alerts of which
+    # one false positive, one DISCONNECT and one BLOCK_PATTERN that day, 3 of 4 samples up.
+    assert files[f"ACM_DAILY_{LICENSE}_20261123.csv"] == (
+        STATISTICS_HEADER + "4,3,1,1,0,1,1,1,39.70,25.00,75.000,33.333\n")
+    assert files[f"ACM_ALERTS_{LICENSE}_20261123.csv"] == (
+        "alert_id,detected_at,severity,fraud_type,a_number,b_number,action_taken,status\n"
+        "A2,2026-11-23T00:00:00.000+01:00,HIGH,WANGIRI,+447700900123,+2348037654321,"
+        "MONITOR,OPEN\n"
+        "A3,2026-11-23T13:30:00.250+01:00,CRITICAL,CLI_SPOOFING,+2348031234567,+2348037654321,"
+        "BLOCK_PATTERN+DISCONNECT,CONFIRMED\n"
+        'A4,2026-11-23T23:59:59.999+01:00,LOW,"SIM_BOX ""gateway"", rural",,+2348037654321,'
+        "NONE,FALSE_POSITIVE\n")
+    assert files[f"ACM_TARGETS_{LICENSE}_20261123.csv"] == (
+        "rank,b_number,alert_count\n1,+2348037654321,3\n")
+    summary = json.loads(files[f"ACM_SUMMARY_{LICENSE}_20261123.json"])
+    assert summary["periodStart"] == "2026-11-23T00:00:00+01:00"
+    assert summary["periodEnd"] == "2026-11-24T00:00:00+01:00"
+    assert summary["statistics"]["detection_latency_p99_ms"] == 39.7
+    assert summary["statistics"]["total_calls"] == 4
+    assert summary["unnormalizedNumbers"] == {
+        "count": 1, "rows": [{"alertId": "A4", "field": "a_number", "value": "MTN-PROMO"}]}
+
+
+def test_summary_carries_the_sha256_of_each_csv(database: Database, job_conn: Any,
+                                                tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    package = daily(job_conn, "2026-11-23", tmp_path)
+    summary_file = package.files[-1]
+    summary = json.loads(package.path(summary_file).read_bytes())
+    listed = {entry["name"]: entry for entry in summary["files"]}
+    csvs = [item for item in package.files if item.name.endswith(".csv")]
+    assert sorted(listed) == sorted(item.name for item in csvs)
+    for item in csvs:
+        data = package.path(item).read_bytes()
+        assert listed[item.name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert listed[item.name]["bytes"] == len(data)
+    assert listed[f"ACM_ALERTS_{LICENSE}_20261123.csv"]["rows"] == 3
+
+
+def test_zero_alert_day_still_has_header_rows(job_conn: Any, tmp_path: Path) -> None:
+    package = daily(job_conn, "2026-11-25", tmp_path)
+    texts = [package.path(item).read_text() for item in package.files[:3]]
+    # No calls and no uptime samples: latency and uptime unknown (empty), never invented.
+    assert texts[0] == STATISTICS_HEADER + "0,0,0,0,0,0,0,0,,,,0.000\n"
+    assert texts[1] == "alert_id,detected_at,severity,fraud_type,a_number,b_number,action_taken,status\n"
+    assert texts[2] == "rank,b_number,alert_count\n"
+
+
+def test_same_data_same_bytes_and_staging_never_left(database: Database, job_conn: Any,
+                                                     tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    first = daily(job_conn, "2026-11-23", tmp_path)
+    second = daily(job_conn, "2026-11-23", tmp_path)
+    assert first.payload_sha256 == second.payload_sha256
+    assert sorted(p.name for p in (tmp_path / "daily").iterdir()) == ["2026-11-23"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("+2348031234567", "+2348031234567"),
+    ("08031234567", "+2348031234567"),
+    ("2348031234567", "+2348031234567"),
+    ("+234 (0)803-123-4567", "+2348031234567"),
+    ("+23408031234567", "+2348031234567"),
+    ("002348031234567", "+2348031234567"),
+    ("00447700900123", "+447700900123"),
+    ("+14155550100", "+14155550100"),
+    ("MTN-PROMO", None),
+    ("3344", None),
+    ("0803123456", None),  # one digit short
+    ("+2348031234567890", None),
+    ("", None),
+])
+def test_e164_normalization(job_conn: Any, raw: str, expected: str | None) -> None:
+    row = job_conn.execute("SELECT ncc_read_v1.e164(%s)", (raw,)).fetchone()
+    assert row[0] == expected
+
+
+def test_top_targets_are_ten_and_ties_are_stable(database: Database, job_conn: Any,
+                                                 tmp_path: Path) -> None:
+    start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
+    with database.connect() as conn, conn.cursor() as cursor:
+        rows = []
+        for target in range(12):  # 12 targets, counts 12..1, plus a tie at the top
+            for n in range(12 - target):
+                rows.append((f"T{target}-{n}", start, f"0803000{target:04d}"))
+        rows.append(("T-tie", start, "08030009999"))
+        rows += [(f"T-tie-{n}", start, "08030009999") for n in range(11)]
+        cursor.executemany("INSERT INTO acm.fraud_alerts VALUES (%s, %s, NULL, 'LOW', 'X',"
+                           " '08031234567', %s, 'OPEN')", rows)
+    package = daily(job_conn, "2026-11-23", tmp_path)
+    lines = package.path(package.files[2]).read_text().splitlines()
+    assert len(lines) == 11
+    assert lines[1:3] == ["1,+2348030000000,12", "2,+2348030009999,12"]
+    assert lines[10] == "10,+2348030000008,4"
+
+
+def test_weekly_package_has_a_row_per_wat_day(database: Database, job_conn: Any,
+                                              tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    period = parse_period("weekly", "2026-W48")  # Monday 2026-11-23 .. Sunday 11-29
+    package = build_package(job_conn, period, LICENSE, tmp_path)
+    names = [item.name for item in package.files]
+    assert names == [f"ACM_WEEKLY_{LICENSE}_20261123.csv",
+                     f"ACM_WEEKLY_TARGETS_{LICENSE}_20261123.csv",
+                     f"ACM_WEEKLY_SUMMARY_{LICENSE}_20261123.json"]
+    rows = package.path(package.files[0]).read_text().splitlines()
+    assert rows[0].startswith("report_date,total_calls,")
+    assert [row.split(",")[0] for row in rows[1:]] == [f"2026-11-{d}" for d in range(23, 30)]
+    assert rows[1].startswith("2026-11-23,4,3,1,1,0,1,")
+    summary = json.loads(package.path(package.files[-1]).read_text())
+    assert summary["period"] == "2026-W48"
+    assert summary["statistics"]["alerts_total"] == 4  # A5 (Tuesday 00:00 WAT) is in the week
+
+
+def test_monthly_package_includes_a_reproducible_pdf(database: Database, job_conn: Any,
+                                                     tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    period = parse_period("monthly", "2026-11")
+    first = build_package(job_conn, period, LICENSE, tmp_path / "a")
+    second = build_package(job_conn, period, LICENSE, tmp_path / "b")
+    names = [item.name for item in first.files]
+    assert names[-2:] == [f"ACM_MONTHLY_REPORT_{LICENSE}_202611.pdf",
+                          f"ACM_MONTHLY_SUMMARY_{LICENSE}_202611.json"]
+    pdf = first.path(first.files[-2]).read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 2000
+    assert first.files[-2].sha256 == second.files[-2].sha256
+    rows = first.path(first.files[0]).read_text().splitlines()
+    assert len(rows) == 1 + 30
