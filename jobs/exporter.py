@@ -19,7 +19,7 @@ from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jobs import audit
-from jobs.database import connect
+from jobs.database import apply_schema, connect
 from jobs.periods import REPORTS
 from jobs.settings import JobSettings
 
@@ -53,6 +53,8 @@ class AuditCollector(Collector):
 
 
 def serve(settings: JobSettings, port: int, address: str = "0.0.0.0") -> None:
+    with connect(settings) as conn:
+        apply_schema(conn)  # so that "never accepted" reads as absent, not as an error
     registry: Any = REGISTRY
     registry.register(AuditCollector(settings))
     server, thread = start_http_server(port, addr=address, registry=registry)

@@ -65,7 +65,8 @@ def postgres_server() -> Iterator[Postgres]:
                                  "--encoding=UTF8", "--locale=C.UTF-8"]),
                    check=True, capture_output=True)
     port = free_port()
-    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={directory}"
+    options = (f"-c listen_addresses=127.0.0.1 -c port={port}"
+               f" -c unix_socket_directories={directory}"
                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
                " -c shared_buffers=256MB -c max_connections=50")
     subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-l",
@@ -133,7 +134,8 @@ LogLevel ERROR
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {process.stderr.read() if process.stderr else ''!r}")
+                errors = process.stderr.read() if process.stderr else b""
+                raise RuntimeError(f"sshd did not start: {errors!r}")
             time.sleep(0.05)
         public = host_key.with_suffix(".pub").read_text().split()
         yield SftpServer("127.0.0.1", port, user, client_key.read_text(),

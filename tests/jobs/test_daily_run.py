@@ -36,7 +36,8 @@ def test_daily_run_uploads_atomically_submits_once_and_records(
     assert cli.main(["daily", "--date", DAY]) == 0
     accepted = atrs.accepted_for("daily", DAY)
     assert len(accepted) == 1
-    assert capsys.readouterr().out.strip() == f"daily {DAY}: accepted (reference {accepted[0].reference})"
+    reference = accepted[0].reference
+    assert capsys.readouterr().out.strip() == f"daily {DAY}: accepted (reference {reference})"
     # The regulator's directory holds exactly the package, byte for byte, no temporary files.
     local = Path(job_env["NCC_OUT_DIR"]) / "daily" / DAY
     assert sorted(p.name for p in remote_dir.iterdir()) == sorted(p.name for p in local.iterdir())

@@ -93,7 +93,8 @@ def test_zero_alert_day_still_has_header_rows(job_conn: Any, tmp_path: Path) -> 
     texts = [package.path(item).read_text() for item in package.files[:3]]
     # No calls and no uptime samples: latency and uptime unknown (empty), never invented.
     assert texts[0] == STATISTICS_HEADER + "0,0,0,0,0,0,0,0,,,,0.000\n"
-    assert texts[1] == "alert_id,detected_at,severity,fraud_type,a_number,b_number,action_taken,status\n"
+    assert texts[1] == ("alert_id,detected_at,severity,fraud_type,a_number,b_number,"
+                        "action_taken,status\n")
     assert texts[2] == "rank,b_number,alert_count\n"
 
 
