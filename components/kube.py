@@ -64,6 +64,7 @@ CLICKHOUSE = Part("clickhouse", "analytics")
 PROMETHEUS = Part("prometheus", "monitoring")
 GRAFANA = Part("grafana", "monitoring")
 COMPLIANCE = Part("ncc-compliance", "compliance")
+COMPLIANCE_EXPORTER = Part("ncc-compliance-exporter", "compliance")
 
 SIP_PATH_PRIORITY_CLASS = "acm-sip-path"
 PLATFORM_PRIORITY_CLASS = "acm-platform"

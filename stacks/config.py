@@ -429,11 +429,47 @@ class ReportSchedule(Model):
     active_deadline_seconds: Annotated[int, Field(ge=60)]
 
 
+# When the regulator must have each report, in minutes after WAT midnight of the run's day
+# (ncc-compliance.md, "Calendar"); an incident is due one hour after detection.
+REPORT_DUE_MINUTES = {"daily": 6 * 60, "weekly": 12 * 60, "monthly": 18 * 60}
+INCIDENT_DUE_SECONDS = 3600
+
+
 class ComplianceReports(Model):
     daily: ReportSchedule
     weekly: ReportSchedule
     monthly: ReportSchedule
     incidents: ReportSchedule
+
+    @model_validator(mode="after")
+    def _deadlines_end_before_the_regulators(self) -> Self:
+        """A run that starts as late as Kubernetes allows and runs as long as it may must
+        still end by the regulator's deadline; otherwise it is killed in time to page."""
+        problems = []
+        for report, due in REPORT_DUE_MINUTES.items():
+            schedule: ReportSchedule = getattr(self, report)
+            minutes, hours = cron_fields(schedule.schedule)[:2]
+            if len(minutes) != 1 or len(hours) != 1:
+                problems.append(f"{report}.schedule {schedule.schedule!r} must run once a day "
+                                "at a fixed time")
+                continue
+            start = next(iter(hours)) * 60 + next(iter(minutes))
+            latest_end = start * 60 + schedule.starting_deadline_seconds \
+                + schedule.active_deadline_seconds
+            if latest_end > due * 60:
+                problems.append(
+                    f"{report}: a run starting at {start // 60:02d}:{start % 60:02d} WAT "
+                    f"+ startingDeadlineSeconds {schedule.starting_deadline_seconds} "
+                    f"+ activeDeadlineSeconds {schedule.active_deadline_seconds} can end after "
+                    f"the regulator's {due // 60:02d}:{due % 60:02d} deadline")
+        incidents = self.incidents
+        if incidents.starting_deadline_seconds + incidents.active_deadline_seconds \
+                >= INCIDENT_DUE_SECONDS:
+            problems.append("incidents: startingDeadlineSeconds + activeDeadlineSeconds must "
+                            "stay under the 1-hour incident deadline")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ComplianceConfig(Model):
@@ -445,7 +481,8 @@ class ComplianceConfig(Model):
     ncc_egress_cidrs: Annotated[list[Cidr], Field(min_length=1)]
     sftp_host: str
     sftp_port: Port = 22
-    sftp_directory: str = "/incoming"
+    sftp_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] = "acm"
+    sftp_directory: Annotated[str, Field(pattern=r"^/")] = "/incoming"
     atrs_base_url: Annotated[str, Field(pattern=r"^https://")]
     dry_run: bool = False
     reports: ComplianceReports

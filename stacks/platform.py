@@ -18,6 +18,7 @@ import pulumi_kubernetes as k8s
 
 from components import kube
 from components.acm_engine import AcmEngine, AcmEngineArgs
+from components.compliance import EXPORTER_PORT, ComplianceJobs, ComplianceJobsArgs
 from components.datastores import (
     YB_MASTER_WEB,
     YB_TSERVER_WEB,
@@ -72,6 +73,10 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         Flow(kube.COMPLIANCE, regulator,
              (("TCP", config.compliance.sftp_port), ("TCP", 443)),
              "SFTP upload and ATRS API"),
+        Flow(kube.COMPLIANCE_EXPORTER, kube.YB_TSERVER, (("TCP", config.yugabyte.ysql_port),),
+             "audit trail reads"),
+        Flow(kube.PROMETHEUS, kube.COMPLIANCE_EXPORTER, (("TCP", EXPORTER_PORT),),
+             "last accepted submission per report"),
         Flow(kube.GRAFANA, kube.PROMETHEUS, (("TCP", PROMETHEUS_PORT),), "dashboards"),
     ]
     for part in engines:
@@ -125,7 +130,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             service_accounts=[kube.HAPROXY, kube.OPENSIPS, kube.ACM_ENGINE,
                               kube.ACM_ENGINE_BACKUP, kube.DRAGONFLY, kube.YB_MASTER,
                               kube.YB_TSERVER, kube.CLICKHOUSE, kube.PROMETHEUS, kube.GRAFANA,
-                              kube.COMPLIANCE],
+                              kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER],
         ),
         opts=on_cluster,
     )
@@ -188,13 +193,24 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         ),
         opts=in_namespace,
     )
+    compliance = None
+    if config.features.compliance_jobs:
+        compliance = ComplianceJobs(
+            "compliance",
+            ComplianceJobsArgs(
+                settings=config.compliance, database_host=yugabyte.host,
+                database_port=yugabyte.ysql_port, image=config.compliance.image,
+                secrets=config.secrets.model_dump(), **backing,
+            ),
+            opts=in_namespace,
+        )
     Monitoring(
         "monitoring",
         MonitoringArgs(
             environment=config.environment, settings=config.monitoring,
             grafana_enabled=config.features.grafana,
             grafana_admin_password=config.secrets.grafana_admin_password,
-            scrape_targets=scrape_targets(config, opensips, acm_engine),
+            scrape_targets=scrape_targets(config, opensips, acm_engine, compliance),
             **backing,
         ),
         opts=in_namespace,
@@ -203,7 +219,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
 
 
 def scrape_targets(
-    config: StackConfig, opensips: OpenSipsCluster, acm_engine: AcmEngine
+    config: StackConfig, opensips: OpenSipsCluster, acm_engine: AcmEngine,
+    compliance: ComplianceJobs | None,
 ) -> list[ScrapeTarget]:
     suffix = f"{config.namespace}.svc.cluster.local"
     targets = [
@@ -220,4 +237,6 @@ def scrape_targets(
     if acm_engine.backup_sip_domain is not None:
         targets.append(ScrapeTarget("acm-engine-backup", acm_engine.backup_sip_domain,
                                     config.acm_engine.http_port))
+    if compliance is not None:
+        targets.append(ScrapeTarget("ncc-compliance", compliance.exporter_domain, EXPORTER_PORT))
     return targets

@@ -1,0 +1,185 @@
+"""ComplianceJobs: the CronJobs that meet the NCC calendar, and the audit exporter that pages
+when they do not.
+
+Every schedule runs in Africa/Lagos time (the regulator's calendar), never two runs of a report
+at once (the job serializes per period too, but Forbid keeps a slow run from being joined by
+the next), and with deadlines the stack config has checked against the regulator's due times:
+a run that cannot finish in time is killed and fails visibly instead of submitting late.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import BaseModel, ConfigDict
+
+from components import kube
+from components.workload import DeploymentSpec, managed_deployment, service
+from stacks.config import ComplianceConfig, ReportSchedule
+
+SECRET_NAME = "ncc-compliance-credentials"
+SECRETS_MOUNT = "/var/run/secrets/ncc"
+SCRATCH_MOUNT = "/scratch"
+EXPORTER_PORT = 9469
+LAGOS = "Africa/Lagos"
+# The Secret's keys are the file names jobs/settings.py reads.
+SECRET_FILES = {
+    "database-password": "database_password",
+    "atrs-client-id": "ncc_atrs_client_id",
+    "atrs-client-secret": "ncc_atrs_client_secret",
+    "sftp-private-key": "ncc_sftp_private_key",
+    "sftp-known-hosts": "ncc_sftp_known_hosts",
+}
+
+
+class ComplianceJobsArgs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    settings: ComplianceConfig
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+    database_host: str
+    database_port: int
+    # Secret values by SecretSettings field name; only ever placed in a Kubernetes Secret.
+    secrets: dict[str, str]
+    image: str
+
+
+class ComplianceJobs(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ComplianceJobsArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:ComplianceJobs", name, None, opts)
+        settings = args.settings
+        labels = kube.COMPLIANCE.labels(args.instance)
+        self.secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata=kube.metadata(SECRET_NAME, args.namespace, labels),
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(args.secrets[field])
+                         for key, field in SECRET_FILES.items()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.cron_jobs = {
+            report: self._cron_job(name, report, schedule, args)
+            for report, schedule in (("daily", settings.reports.daily),
+                                     ("weekly", settings.reports.weekly),
+                                     ("monthly", settings.reports.monthly),
+                                     ("incidents", settings.reports.incidents))
+        }
+        exporter = managed_deployment(
+            f"{name}-exporter",
+            DeploymentSpec(
+                part=kube.COMPLIANCE_EXPORTER, namespace=args.namespace, instance=args.instance,
+                containers=[self._container(args, ["exporter", "--port", str(EXPORTER_PORT)],
+                                            exporter=True)],
+                priority_class=args.priority_class, node_topology_key=args.node_topology_key,
+                zone_topology_key=args.zone_topology_key, replicas=1,
+                volumes=self._volumes(args), uid=kube.DEFAULT_UID,
+            ),
+            self, depends_on=[self.secret],
+        )
+        self.exporter = exporter.deployment
+        self.exporter_service = service(
+            f"{name}-exporter-service", kube.COMPLIANCE_EXPORTER.name, kube.COMPLIANCE_EXPORTER,
+            args.namespace, args.instance,
+            [{"name": "metrics", "port": EXPORTER_PORT, "target_port": "metrics"}], self,
+            cluster_ip="None",  # Prometheus resolves pod addresses (dns_sd_configs)
+        )
+        self.exporter_domain = (f"{kube.COMPLIANCE_EXPORTER.name}.{args.namespace}"
+                                ".svc.cluster.local")
+        self.register_outputs({"cronJobs": sorted(self.cron_jobs),
+                               "exporterDomain": self.exporter_domain})
+
+    @staticmethod
+    def _environment(args: ComplianceJobsArgs) -> list[dict[str, str]]:
+        settings = args.settings
+        values = {
+            "NCC_LICENSE_NUMBER": settings.license_number,
+            "NCC_ENVIRONMENT": settings.ncc_environment,
+            "NCC_DB_HOST": args.database_host,
+            "NCC_DB_PORT": str(args.database_port),
+            "NCC_DB_NAME": "acm",
+            "NCC_DB_USER": "acm",
+            "NCC_SFTP_HOST": settings.sftp_host,
+            "NCC_SFTP_PORT": str(settings.sftp_port),
+            "NCC_SFTP_USER": settings.sftp_user,
+            "NCC_SFTP_DIRECTORY": settings.sftp_directory,
+            "NCC_ATRS_BASE_URL": settings.atrs_base_url,
+            "NCC_SECRETS_DIR": SECRETS_MOUNT,
+            "NCC_OUT_DIR": SCRATCH_MOUNT,
+            "NCC_DRY_RUN": "true" if settings.dry_run else "false",
+        }
+        return [{"name": key, "value": value} for key, value in values.items()]
+
+    @staticmethod
+    def _volumes(args: ComplianceJobsArgs) -> list[dict[str, Any]]:
+        return [
+            # Owner-read-only files; fsGroup gives the non-root user access.
+            {"name": "credentials", "secret": {"secret_name": SECRET_NAME, "default_mode": 0o440}},
+            {"name": "scratch", "empty_dir": {"size_limit": args.settings.scratch_size}},
+        ]
+
+    def _container(self, args: ComplianceJobsArgs, arguments: list[str],
+                   exporter: bool = False) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": "ncc-report",
+            "image": args.image,
+            "args": arguments,
+            "env": self._environment(args),
+            "resources": kube.resources(args.settings.resources),
+            # Read-only root: packages go to the scratch volume, nothing else is written.
+            "security_context": kube.container_security(),
+            "volume_mounts": [
+                {"name": "credentials", "mount_path": SECRETS_MOUNT, "read_only": True},
+                {"name": "scratch", "mount_path": SCRATCH_MOUNT},
+            ],
+        }
+        if exporter:
+            container["ports"] = [{"name": "metrics", "container_port": EXPORTER_PORT}]
+            container["readiness_probe"] = kube.http_probe("/metrics", "metrics")
+            container["liveness_probe"] = kube.http_probe("/metrics", "metrics", failures=6)
+        return container
+
+    def _cron_job(self, name: str, report: str, schedule: ReportSchedule,
+                  args: ComplianceJobsArgs) -> k8s.batch.v1.CronJob:
+        labels = {**kube.COMPLIANCE.labels(args.instance), kube.ROLE_LABEL: report}
+        history = args.settings.history_limit
+        return k8s.batch.v1.CronJob(
+            f"{name}-{report}",
+            metadata=kube.metadata(f"ncc-report-{report}", args.namespace, labels),
+            spec={
+                "schedule": schedule.schedule,
+                "time_zone": LAGOS,
+                "concurrency_policy": "Forbid",
+                "starting_deadline_seconds": schedule.starting_deadline_seconds,
+                "successful_jobs_history_limit": history,
+                "failed_jobs_history_limit": history,
+                "job_template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "active_deadline_seconds": schedule.active_deadline_seconds,
+                        # A retry resumes from the audit trail (never a second submission),
+                        # so Kubernetes may retry a crashed run within the deadline.
+                        "backoff_limit": 3,
+                        "template": {
+                            "metadata": {"labels": labels},
+                            "spec": {
+                                "restart_policy": "Never",
+                                "service_account_name": kube.COMPLIANCE.name,
+                                "automount_service_account_token": False,
+                                "priority_class_name": args.priority_class,
+                                "security_context": kube.pod_security(),
+                                "containers": [self._container(args, [report])],
+                                "volumes": self._volumes(args),
+                            },
+                        },
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.secret]),
+        )
