@@ -472,8 +472,15 @@ class ComplianceReports(Model):
         return self
 
 
+class ImageBuild(Model):
+    # Registry host and path the stack pushes the job image to (docker login done by CI).
+    registry: Annotated[str, Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")]
+
+
 class ComplianceConfig(Model):
+    # Deployed as is unless imageBuild is set; then built from jobs/Dockerfile and pushed.
     image: ImageRef
+    image_build: ImageBuild | None = None
     resources: Resources
     license_number: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
     ncc_environment: Literal["sandbox", "production"]

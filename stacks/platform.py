@@ -31,6 +31,7 @@ from components.datastores import (
 )
 from components.foundation import FoundationArgs, PlatformFoundation
 from components.haproxy import HaproxyArgs, HaproxyTier
+from components.job_image import build_job_image
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
 from components.network import Cidrs, Flow
 from components.opensips import OpenSipsArgs, OpenSipsCluster
@@ -195,14 +196,19 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
     )
     compliance = None
     if config.features.compliance_jobs:
+        image, built = config.compliance.image, []
+        if config.compliance.image_build is not None:
+            job_image, image = build_job_image("ncc-compliance-image",
+                                               config.compliance.image_build.registry)
+            built = [job_image]
         compliance = ComplianceJobs(
             "compliance",
             ComplianceJobsArgs(
                 settings=config.compliance, database_host=yugabyte.host,
-                database_port=yugabyte.ysql_port, image=config.compliance.image,
+                database_port=yugabyte.ysql_port, image=image,
                 secrets=config.secrets.model_dump(), **backing,
             ),
-            opts=in_namespace,
+            opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *built]),
         )
     Monitoring(
         "monitoring",
