@@ -13,6 +13,19 @@ from stacks.stack_files import STACKS, read_stack_file
 _RENDERINGS: dict[str, Rendering] = {}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--smoke-plan", dest="smoke_plan", default=None,
+                     help="run the smoke suite (tests/smoke) against the hosts of this plan")
+
+
+def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool | None:
+    # The smoke suite checks a live environment; the test command runs it through its
+    # self-test (tests/test_smoke_suite.py), which passes a plan.
+    if "smoke" in collection_path.parts and not config.getoption("smoke_plan"):
+        return True
+    return None
+
+
 def rendering_of(stack: str) -> Rendering:
     if stack not in _RENDERINGS:
         _RENDERINGS[stack] = render_stack(stack)

@@ -1,0 +1,42 @@
+"""Fixtures of the smoke suite: the plan and a testinfra host per role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+from tests.smoke.plan import SmokePlan
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "config_file" in metafunc.fixturenames:
+        path = metafunc.config.getoption("smoke_plan")
+        files = SmokePlan.load(Path(path)).config_files if path else []
+        metafunc.parametrize("config_file", files,
+                             ids=[f"{item.role}:{item.path}" for item in files])
+
+
+@pytest.fixture(scope="session")
+def plan(pytestconfig: pytest.Config) -> SmokePlan:
+    path = pytestconfig.getoption("smoke_plan")
+    if not path:
+        pytest.fail("the smoke suite needs --smoke-plan PLAN.json")
+    return SmokePlan.load(Path(path))
+
+
+@pytest.fixture(scope="session")
+def host_of(plan: SmokePlan) -> Callable[[str], Any]:
+    hosts: dict[str, Any] = {}
+
+    def get(role: str) -> Any:
+        if role not in plan.hosts:
+            pytest.fail(f"the plan names no host for {role!r}")
+        if role not in hosts:
+            hosts[role] = testinfra.get_host(plan.hosts[role])
+        return hosts[role]
+
+    return get

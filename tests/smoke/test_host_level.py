@@ -1,0 +1,83 @@
+"""Inside the platform's hosts (pods through testinfra's kubectl backend, or local daemons):
+processes, sockets, config files, secret permissions; and the protocols they answer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import stat
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.smoke.plan import ConfigFile, SmokePlan
+
+
+def split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def test_haproxy_process_runs(host_of: Callable[[str], Any]) -> None:
+    assert host_of("haproxy").process.filter(comm="haproxy"), "no haproxy process"
+
+
+def test_haproxy_listens_on_its_sip_sockets(plan: SmokePlan,
+                                            host_of: Callable[[str], Any]) -> None:
+    host = host_of("haproxy")
+    closed = [spec for spec in plan.haproxy.listen if not host.socket(spec).is_listening]
+    assert not closed, f"HAProxy is not listening on {closed}"
+
+
+def test_haproxy_sees_opensips_backends_up(plan: SmokePlan) -> None:
+    with urllib.request.urlopen(plan.haproxy.stats_csv_url, timeout=5) as answer:
+        rows = list(csv.DictReader(io.StringIO(answer.read().decode().lstrip("# "))))
+    for backend in plan.haproxy.backends:
+        servers = {row["svname"]: row["status"] for row in rows
+                   if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")}
+        up = [name for name, status in servers.items() if status.startswith("UP")]
+        assert up, f"backend {backend}: no server UP ({servers or 'no servers'})"
+
+
+def test_dragonfly_answers_ping(plan: SmokePlan) -> None:
+    with socket.create_connection(split(plan.dragonfly_address), timeout=5) as connection:
+        connection.sendall(b"*1\r\n$4\r\nPING\r\n")
+        answer = connection.recv(64)
+    assert answer == b"+PONG\r\n", f"Dragonfly answered {answer!r}"
+
+
+def test_database_accepts_a_connection(plan: SmokePlan) -> None:
+    settings = plan.database
+    host, port = split(settings.address)
+    password = os.environ.get(settings.password_env)
+    if password is None:
+        pytest.fail(f"{settings.password_env} is not set")
+    with psycopg.connect(host=host, port=port, dbname=settings.dbname, user=settings.user,
+                         password=password, connect_timeout=5) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_config_file_is_the_rendered_one(config_file: ConfigFile,
+                                         host_of: Callable[[str], Any]) -> None:
+    file = host_of(config_file.role).file(config_file.path)
+    assert file.exists, f"{config_file.role}: {config_file.path} is missing"
+    assert file.sha256sum == config_file.sha256, (
+        f"{config_file.role}: {config_file.path} differs from the ConfigMap the stack rendered")
+
+
+def test_compliance_secrets_are_mounted_restrictively(plan: SmokePlan,
+                                                      host_of: Callable[[str], Any]) -> None:
+    host = host_of("compliance")
+    problems = []
+    for name in plan.compliance.files:
+        file = host.file(f"{plan.compliance.secrets_dir}/{name}")
+        if not file.exists:
+            problems.append(f"{name}: missing")
+        elif file.mode & (stat.S_IRWXO | stat.S_IWUSR | stat.S_IWGRP):
+            problems.append(f"{name}: mode {file.mode:o} (writable or world-accessible)")
+    assert not problems, "; ".join(problems)

@@ -1,0 +1,190 @@
+"""The smoke suite proven on real daemons on loopback: HAProxy running the rendered local
+haproxy.cfg (addresses moved to loopback, DNS discovery replaced by a static OpenSIPS stand-in,
+checks every 200 ms, maxconn lowered),
+Redis for Dragonfly, PostgreSQL, and a compliance secrets directory. Healthy, every check
+passes; broken one way at a time, exactly the relevant checks fail."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rendering_of
+from tests.jobs.servers import SUPERUSER_PASSWORD, free_port, postgres_server
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+SECRETS = ["database-password", "atrs-client-id", "sftp-private-key"]
+
+
+class OpenSipsStandIn(socketserver.ThreadingTCPServer):
+    """Answers HAProxy's checks as OpenSIPS would: SIP OPTIONS (after a PROXY header) with
+    200, and the management port's GET /metrics with 200."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data = self.request.recv(4096)
+                if data.startswith(b"PROXY "):
+                    data = data.split(b"\r\n", 1)[1] or self.request.recv(4096)
+                if data.startswith(b"GET "):
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                elif b"OPTIONS" in data:
+                    self.request.sendall(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def loopback_haproxy_config(rendered: str, stub_port: int, directory: Path
+                            ) -> tuple[str, dict[int, int]]:
+    ports: dict[int, int] = {}
+
+    def rebind(match: re.Match[str]) -> str:
+        ports[int(match[1])] = free_port()
+        return f"bind 127.0.0.1:{ports[int(match[1])]}"
+
+    text = re.sub(r"bind :(\d+)", rebind, rendered)
+    text = text.replace("/var/run/haproxy/admin.sock", str(directory / "admin.sock"))
+    text = re.sub(r"server-template (\S+) \d+ \S+ resolvers cluster_dns init-addr none",
+                  rf"server \1-0 127.0.0.1:{stub_port}", text)
+    text = re.sub(r" port \d+$", f" port {stub_port}", text, flags=re.MULTILINE)
+    text = text.replace("inter 10s rise 2 fall 3", "inter 200ms rise 1 fall 1")
+    # Production's maxconn needs more file descriptors than a test process may open.
+    text = re.sub(r"^(\s*)maxconn \d+$", r"\1maxconn 1000", text, flags=re.MULTILINE)
+    return text, ports
+
+
+class Environment:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.stub = OpenSipsStandIn()
+        rendered = rendering_of("local").rendered_files()["haproxy.cfg"]
+        config, self.ports = loopback_haproxy_config(rendered, self.stub.port, directory)
+        self.haproxy_cfg = directory / "haproxy.cfg"
+        self.haproxy_cfg.write_text(config)
+        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(self.haproxy_cfg)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.redis_port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        self.secrets = directory / "secrets"
+        self.secrets.mkdir()
+        for name in SECRETS:
+            (self.secrets / name).write_text("value\n")
+            (self.secrets / name).chmod(0o440)
+
+    def plan(self, database_address: str) -> Path:
+        plan = {
+            "environment": "local",
+            "hosts": {role: "local://" for role in ("haproxy", "compliance")},
+            "haproxy": {
+                "listen": [f"tcp://127.0.0.1:{self.ports[5060]}",
+                           f"tcp://127.0.0.1:{self.ports[5061]}"],
+                "stats_csv_url": f"http://127.0.0.1:{self.ports[8404]}/stats;csv",
+                "backends": ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"],
+            },
+            "dragonfly_address": f"127.0.0.1:{self.redis_port}",
+            "database": {"address": database_address, "dbname": "postgres",
+                         "user": "postgres", "password_env": "SMOKE_DB_PASSWORD"},
+            "compliance": {"secrets_dir": str(self.secrets), "files": SECRETS},
+            "config_files": [{
+                "role": "haproxy", "path": str(self.haproxy_cfg),
+                "sha256": hashlib.sha256(self.haproxy_cfg.read_bytes()).hexdigest()}],
+        }
+        path = self.directory / "plan.json"
+        path.write_text(json.dumps(plan, indent=2))
+        return path
+
+    def stop(self) -> None:
+        for process in (self.haproxy, self.redis):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+        self.stub.shutdown()
+        self.stub.server_close()
+
+
+@pytest.fixture(scope="module")
+def environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Environment, Path]]:
+    environment = Environment(tmp_path_factory.mktemp("smoke"))
+    with postgres_server() as database:
+        try:
+            plan = environment.plan(f"{database.host}:{database.port}")
+            time.sleep(1.5)  # HAProxy's first health checks (every 200 ms)
+            yield environment, plan
+        finally:
+            environment.stop()
+
+
+def run_suite(plan: Path, directory: Path) -> dict[str, str]:
+    """Run `pytest tests/smoke` as the platform team would; outcome by test name."""
+    report = directory / f"junit-{time.monotonic_ns()}.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "tests/smoke", f"--smoke-plan={plan}",
+                    f"--junitxml={report}", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
+                   env={**os.environ, "SMOKE_DB_PASSWORD": SUPERUSER_PASSWORD},
+                   capture_output=True, text=True, timeout=120)
+    outcomes = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        failed = case.find("failure") is not None or case.find("error") is not None
+        outcomes[case.attrib["name"]] = "failed" if failed else "passed"
+    return outcomes
+
+
+def failures(outcomes: dict[str, str]) -> set[str]:
+    return {name for name, outcome in outcomes.items() if outcome == "failed"}
+
+
+def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, Path]) -> None:
+    env, plan = environment
+    healthy = run_suite(plan, env.directory)
+    assert len(healthy) == 7 and failures(healthy) == set(), healthy
+
+    # A changed config file: only the config identity check.
+    original = env.haproxy_cfg.read_text()
+    env.haproxy_cfg.write_text(original + "\n# hand edit\n")
+    assert failures(run_suite(plan, env.directory)) == {
+        f"test_config_file_is_the_rendered_one[haproxy:{env.haproxy_cfg}]"}
+    env.haproxy_cfg.write_text(original)
+
+    # A secret readable by everyone.
+    (env.secrets / SECRETS[1]).chmod(0o644)
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_compliance_secrets_are_mounted_restrictively"}
+    (env.secrets / SECRETS[1]).chmod(0o440)
+
+    # Dragonfly down.
+    env.redis.terminate()
+    env.redis.wait(timeout=10)
+    assert failures(run_suite(plan, env.directory)) == {"test_dragonfly_answers_ping"}
+
+    # Every OpenSIPS behind HAProxy down: HAProxy runs and listens, but has no backend UP.
+    env.stub.shutdown()
+    env.stub.server_close()
+    time.sleep(1.5)
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_dragonfly_answers_ping", "test_haproxy_sees_opensips_backends_up"}
+
+    # HAProxy itself stopped.
+    env.haproxy.terminate()
+    env.haproxy.wait(timeout=10)
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_dragonfly_answers_ping", "test_haproxy_sees_opensips_backends_up",
+        "test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets"}
