@@ -50,6 +50,27 @@ class OpenSipsStandIn(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.port = self.server_address[1]
         threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.udp = UdpOptions()
+
+
+class UdpOptions(socketserver.ThreadingUDPServer):
+    """OpenSIPS's UDP socket, as far as OPTIONS go."""
+
+    def __init__(self) -> None:
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data, reply = self.request
+                if data.startswith(b"OPTIONS"):
+                    reply.sendto(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+                                 self.client_address)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 def loopback_haproxy_config(rendered: str, stub_port: int, directory: Path
@@ -101,6 +122,8 @@ class Environment:
                 "stats_csv_url": f"http://127.0.0.1:{self.ports[8404]}/stats;csv",
                 "backends": ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"],
             },
+            "front_door": {"sip_tcp_address": f"127.0.0.1:{self.ports[5060]}",
+                           "sip_udp_address": f"127.0.0.1:{self.stub.udp.port}"},
             "dragonfly_address": f"127.0.0.1:{self.redis_port}",
             "database": {"address": database_address, "dbname": "postgres",
                          "user": "postgres", "password_env": "SMOKE_DB_PASSWORD"},
@@ -120,6 +143,7 @@ class Environment:
                 process.wait(timeout=10)
         self.stub.shutdown()
         self.stub.server_close()
+        self.stub.udp.stop()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +179,7 @@ def failures(outcomes: dict[str, str]) -> set[str]:
 def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, Path]) -> None:
     env, plan = environment
     healthy = run_suite(plan, env.directory)
-    assert len(healthy) == 7 and failures(healthy) == set(), healthy
+    assert len(healthy) == 9 and failures(healthy) == set(), healthy
 
     # A changed config file: only the config identity check.
     original = env.haproxy_cfg.read_text()
@@ -175,16 +199,24 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     env.redis.wait(timeout=10)
     assert failures(run_suite(plan, env.directory)) == {"test_dragonfly_answers_ping"}
 
-    # Every OpenSIPS behind HAProxy down: HAProxy runs and listens, but has no backend UP.
+    # OpenSIPS's UDP socket silent: only the UDP front door.
+    env.stub.udp.stop()
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service"}
+
+    # Every OpenSIPS behind HAProxy down: HAProxy runs and listens, but has no backend UP
+    # and OPTIONS through it go unanswered.
     env.stub.shutdown()
     env.stub.server_close()
     time.sleep(1.5)
     assert failures(run_suite(plan, env.directory)) == {
-        "test_dragonfly_answers_ping", "test_haproxy_sees_opensips_backends_up"}
+        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service",
+        "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp"}
 
     # HAProxy itself stopped.
     env.haproxy.terminate()
     env.haproxy.wait(timeout=10)
     assert failures(run_suite(plan, env.directory)) == {
-        "test_dragonfly_answers_ping", "test_haproxy_sees_opensips_backends_up",
+        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service",
+        "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
         "test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets"}

@@ -26,6 +26,11 @@ class Haproxy(Strict):
     backends: list[str]
 
 
+class FrontDoor(Strict):
+    sip_tcp_address: str  # HAProxy's SIP TCP Service
+    sip_udp_address: str  # the OpenSIPS UDP LoadBalancer Service
+
+
 class Database(Strict):
     address: str
     dbname: str
@@ -42,6 +47,7 @@ class SmokePlan(Strict):
     environment: str
     hosts: dict[str, str]  # role -> testinfra host spec
     haproxy: Haproxy
+    front_door: FrontDoor
     dragonfly_address: str
     database: Database
     compliance: Compliance

@@ -8,6 +8,7 @@ import io
 import os
 import socket
 import stat
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -81,3 +82,33 @@ def test_compliance_secrets_are_mounted_restrictively(plan: SmokePlan,
         elif file.mode & (stat.S_IRWXO | stat.S_IWUSR | stat.S_IWGRP):
             problems.append(f"{name}: mode {file.mode:o} (writable or world-accessible)")
     assert not problems, "; ".join(problems)
+
+
+def options_request(transport: str, local: tuple[str, int]) -> bytes:
+    branch = f"z9hG4bK-smoke-{os.getpid()}-{time.monotonic_ns()}"
+    return (f"OPTIONS sip:ping@acm.invalid SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} {local[0]}:{local[1]};branch={branch}\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:smoke@acm.invalid>;tag=smoke\r\n"
+            "To: <sip:ping@acm.invalid>\r\n"
+            f"Call-ID: {branch}@smoke\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def test_sip_options_through_haproxy_tcp(plan: SmokePlan) -> None:
+    with socket.create_connection(split(plan.front_door.sip_tcp_address), timeout=5) as tcp:
+        tcp.sendall(options_request("TCP", tcp.getsockname()))
+        status = tcp.recv(4096).split(b"\r\n", 1)[0]
+    assert status.startswith(b"SIP/2.0 200"), f"OPTIONS over TCP answered {status!r}"
+
+
+def test_sip_options_over_the_udp_service(plan: SmokePlan) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(3)
+        udp.connect(split(plan.front_door.sip_udp_address))
+        udp.send(options_request("UDP", udp.getsockname()))
+        try:
+            status = udp.recv(4096).split(b"\r\n", 1)[0]
+        except (TimeoutError, ConnectionRefusedError) as error:
+            pytest.fail(f"no answer to OPTIONS over UDP: {error!r}")
+    assert status.startswith(b"SIP/2.0 200"), f"OPTIONS over UDP answered {status!r}"
