@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components import kube
 from components.workload import DeploymentSpec, managed_deployment, service
+from jobs import settings as job_settings
 from stacks.config import ComplianceConfig, ReportSchedule
 
 SECRET_NAME = "ncc-compliance-credentials"
@@ -24,13 +25,13 @@ SECRETS_MOUNT = "/var/run/secrets/ncc"
 SCRATCH_MOUNT = "/scratch"
 EXPORTER_PORT = 9469
 LAGOS = "Africa/Lagos"
-# The Secret's keys are the file names jobs/settings.py reads.
+# The Secret's keys are the file names the job reads, each filled from a stack secret.
 SECRET_FILES = {
-    "database-password": "database_password",
-    "atrs-client-id": "ncc_atrs_client_id",
-    "atrs-client-secret": "ncc_atrs_client_secret",
-    "sftp-private-key": "ncc_sftp_private_key",
-    "sftp-known-hosts": "ncc_sftp_known_hosts",
+    job_settings.DATABASE_PASSWORD: "database_password",
+    job_settings.ATRS_CLIENT_ID: "ncc_atrs_client_id",
+    job_settings.ATRS_CLIENT_SECRET: "ncc_atrs_client_secret",
+    job_settings.SFTP_PRIVATE_KEY: "ncc_sftp_private_key",
+    job_settings.SFTP_KNOWN_HOSTS: "ncc_sftp_known_hosts",
 }
 
 

@@ -48,6 +48,27 @@ def accepted_attempt(conn: Connection, report: str, period: str, license_number:
     return _attempt(row) if row else None
 
 
+def accepted_before(conn: Connection, report: str, period: str, license_number: str,
+                    environment: str) -> bool:
+    """Whether any earlier period of this report was ever accepted (labels sort by time)."""
+    row = conn.execute(
+        "SELECT 1 FROM ncc_audit.submissions WHERE report = %s AND outcome = 'accepted'"
+        " AND license_number = %s AND environment = %s AND period < %s LIMIT 1",
+        (report, license_number, environment, period)).fetchone()
+    return row is not None
+
+
+def interrupt_unfinished_incidents(conn: Connection, license_number: str,
+                                   environment: str) -> None:
+    """Close the incident attempts a killed run left open; their alerts are sent again
+    under the same idempotency key."""
+    conn.execute(
+        "UPDATE ncc_audit.submissions SET outcome = 'interrupted', finished_at = now(),"
+        " detail = 'found unfinished by a later run' WHERE report = 'incident'"
+        " AND license_number = %s AND environment = %s"
+        " AND outcome IN ('uploading', 'submitting')", (license_number, environment))
+
+
 def latest_attempts(conn: Connection, report: str, period: str, license_number: str,
                     environment: str) -> list[Attempt]:
     """Attempts of a period, newest first."""

@@ -219,8 +219,8 @@ def _describe(path: Path, rows: int | None) -> PackageFile:
 
 def _json_number(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
-        return int(value) if value == value.to_integral_value() and value.as_tuple().exponent == 0 \
-            else float(value)
+        # Counts come without decimals, rounded figures with them.
+        return int(value) if int(value.as_tuple().exponent) >= 0 else float(value)
     return value
 
 

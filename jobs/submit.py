@@ -108,19 +108,12 @@ class ReportRun:
                                       **self._who):
                 break
             if not audit.latest_attempts(self.conn, candidate.report, candidate.label,
-                                         **self._who) and not self._ever_accepted(candidate):
+                                         **self._who) and not audit.accepted_before(
+                self.conn, candidate.report, candidate.label, **self._who):
                 break  # before this installation's first report: nothing to catch up
             periods.append(candidate)
             candidate = candidate.previous()
         return sorted(periods)
-
-    def _ever_accepted(self, period: Period) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM ncc_audit.submissions WHERE report = %s AND outcome = 'accepted'"
-            " AND license_number = %s AND environment = %s AND period < %s LIMIT 1",
-            (period.report, self.settings.license_number, self.settings.environment,
-             period.label)).fetchone()
-        return row is not None
 
     def run(self, period: Period) -> Outcome:
         label = f"{period.report} {period.label}"
@@ -249,12 +242,7 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
     """Submit every CRITICAL alert not yet accepted, oldest first, once each."""
     who = {"license_number": settings.license_number, "environment": settings.environment}
     with run_lock(conn, f"ncc-report:{settings.license_number}:incidents"):
-        conn.execute(
-            "UPDATE ncc_audit.submissions SET outcome = 'interrupted', finished_at = now(),"
-            " detail = 'found unfinished by a later run' WHERE report = 'incident'"
-            " AND license_number = %s AND environment = %s"
-            " AND outcome IN ('uploading', 'submitting')",
-            (settings.license_number, settings.environment))
+        audit.interrupt_unfinished_incidents(conn, **who)
         watermark = audit.incident_watermark(conn, **who)
         since = (watermark - INCIDENT_OVERLAP if watermark
                  else now - dt.timedelta(hours=settings.incident_lookback_hours))

@@ -112,15 +112,13 @@ class AtrsStandin:
         return None
 
     def _token(self, headers: Any, body: bytes) -> tuple[int, dict[str, Any]]:
-        expected = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
         authorization = headers.get("Authorization", "")
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         if not authorization.startswith("Basic "):
             return 401, {"error": "invalid_client"}
         supplied = base64.b64decode(authorization[6:]).decode()
         user, _, password = supplied.partition(":")
-        if f"{unquote_plus(user)}:{unquote_plus(password)}" != \
-                base64.b64decode(expected).decode():
+        if (unquote_plus(user), unquote_plus(password)) != (self.client_id, self.client_secret):
             return 401, {"error": "invalid_client"}
         if form.get("grant_type") != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -91,7 +92,6 @@ def test_unpinned_host_key_is_refused(job_env: dict[str, str], database: Databas
                                       atrs: AtrsStandin, remote_dir: Path, secrets_dir: Path,
                                       tmp_path: Path) -> None:
     other = tmp_path / "other"
-    import subprocess
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     known = secrets_dir / SFTP_KNOWN_HOSTS
     known.chmod(0o600)
