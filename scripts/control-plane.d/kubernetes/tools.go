@@ -1,0 +1,11 @@
+//go:build tools
+
+// The control plane's programs, built from k8s.io/kubernetes at the version go.mod pins.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
