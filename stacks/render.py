@@ -20,6 +20,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.kube import RENDERED_CONFIG_LABEL
 from stacks.config import PROJECT, StackConfig, load_stack_config
 from stacks.platform import build_platform
+from stacks.stack_files import ROOT as STACK_ROOT
 from stacks.stack_files import read_stack_file
 
 # Apply order: what others refer to comes first (namespace before its contents, config and
@@ -135,8 +136,11 @@ def render_values(stack: str, values: Mapping[str, Any], secret_keys: frozenset[
     return render_config(stack, load_stack_config(stack, values, secret_keys))
 
 
-def render_stack(stack: str, root: Path | None = None) -> Rendering:
-    values, secret_keys = read_stack_file(stack) if root is None else read_stack_file(stack, root)
+def render_stack(
+    stack: str, root: Path | None = None, passphrase: str | None = None
+) -> Rendering:
+    """Offline by default (secrets as placeholders); with the passphrase, ready to deploy."""
+    values, secret_keys = read_stack_file(stack, root or STACK_ROOT, passphrase)
     return render_values(stack, values, secret_keys)
 
 

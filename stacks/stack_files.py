@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from stacks.config import PROJECT, StackConfigError
+from stacks.passphrase import decrypt_with_key, key_from_salt
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("local", "dev", "staging", "prod")
@@ -24,7 +25,10 @@ def secret_placeholder(key: str) -> str:
     return f"<secret {PROJECT}:{key}>"
 
 
-def read_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], frozenset[str]]:
+def read_stack_file(
+    stack: str, root: Path = ROOT, passphrase: str | None = None
+) -> tuple[dict[str, Any], frozenset[str]]:
+    """The stack's values; secrets as placeholders, or decrypted when a passphrase is given."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise StackConfigError(stack, [("(stack)", f"no stack file {path.name}")])
@@ -32,11 +36,20 @@ def read_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], froz
     if not isinstance(document, dict):
         raise StackConfigError(stack, [("(stack)", f"{path.name} is not a YAML mapping")])
     raw_config = document.get("config") or {}
-    return decode_stack_values(stack, raw_config)
+    decryption_key = None
+    if passphrase is not None:
+        salt = document.get("encryptionsalt")
+        if not isinstance(salt, str):
+            raise StackConfigError(stack, [("encryptionsalt", f"{path.name} has none")])
+        try:
+            decryption_key = key_from_salt(passphrase, salt)
+        except ValueError as error:
+            raise StackConfigError(stack, [("encryptionsalt", str(error))]) from error
+    return decode_stack_values(stack, raw_config, decryption_key)
 
 
 def decode_stack_values(
-    stack: str, raw_config: dict[str, Any]
+    stack: str, raw_config: dict[str, Any], decryption_key: bytes | None = None
 ) -> tuple[dict[str, Any], frozenset[str]]:
     values: dict[str, Any] = {}
     secret_keys: set[str] = set()
@@ -48,7 +61,13 @@ def decode_stack_values(
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
             secret_keys.add(key)
-            values[key] = secret_placeholder(key)
+            if decryption_key is None:
+                values[key] = secret_placeholder(key)
+                continue
+            try:
+                values[key] = decrypt_with_key(decryption_key, str(value["secure"]))
+            except Exception as error:  # a tampered or foreign ciphertext: name the key
+                problems.append((str(full_key), f"cannot be decrypted ({error or 'bad tag'})"))
         else:
             values[key] = value
     if problems:
