@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,3 +76,37 @@ def delete_path(document: dict[str, Any], path: str) -> None:
     for part in parts[:-1]:
         target = target[part]
     del target[parts[-1]]
+
+
+REPO = Path(__file__).resolve().parent.parent
+CONTROL_PLANE = REPO / "scripts" / "control-plane"
+DEMO_PASSPHRASE = "acm-platform-demo"  # the committed stack files' throwaway passphrase
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[Path]:
+    """The local control plane (scripts/control-plane): started for the session, then stopped.
+
+    One that was already running (a developer's) is used and left running.
+    """
+    was_running = subprocess.run([CONTROL_PLANE, "status"], capture_output=True).returncode == 0
+    if not was_running:
+        subprocess.run([CONTROL_PLANE, "start"], check=True)
+    try:
+        yield REPO / ".state" / "kubeconfig"
+    finally:
+        if not was_running:
+            subprocess.run([CONTROL_PLANE, "stop"], check=True)
+
+
+def deployable(stack: str, values: dict[str, Any] | None = None) -> Rendering:
+    """A stack rendered with its secrets decrypted, as `acmctl deploy` sends it."""
+    if values is None:
+        return render_stack(stack, passphrase=DEMO_PASSPHRASE)
+    _, secret_keys = read_stack_file(stack)
+    return render_values(stack, values, secret_keys)
+
+
+def deployable_values(stack: str) -> dict[str, Any]:
+    values, _ = read_stack_file(stack, passphrase=DEMO_PASSPHRASE)
+    return copy.deepcopy(values)
