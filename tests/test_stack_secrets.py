@@ -34,7 +34,7 @@ def test_a_sealed_value_reads_back_only_with_the_passphrase(tmp_path: Path) -> N
 
 
 def test_a_wrong_passphrase_is_named_and_nothing_is_read(tmp_path: Path) -> None:
-    with pytest.raises(StackConfigError, match="encryptionsalt.*incorrect passphrase"):
+    with pytest.raises(StackConfigError, match=r"encryptionsalt.*incorrect passphrase"):
         read_stack_file("local", stack_copy(tmp_path), "not-the-passphrase")
 
 
@@ -46,7 +46,7 @@ def test_a_tampered_secret_names_its_key(tmp_path: Path) -> None:
     flipped = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
     document["config"]["acm-platform:grafanaAdminPassword"]["secure"] = flipped
     path.write_text(yaml.safe_dump(document, sort_keys=False))
-    with pytest.raises(StackConfigError, match="acm-platform:grafanaAdminPassword.*decrypted"):
+    with pytest.raises(StackConfigError, match=r"acm-platform:grafanaAdminPassword.*decrypted"):
         read_stack_file("local", root, DEMO_PASSPHRASE)
 
 
