@@ -13,11 +13,24 @@ from tests.smoke.plan import SmokePlan
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per config file, workload, Service and CronJob the plan names."""
+    path = metafunc.config.getoption("smoke_plan")
+    plan = SmokePlan.load(Path(path)) if path else None
+    cluster = plan.cluster if plan else None
     if "config_file" in metafunc.fixturenames:
-        path = metafunc.config.getoption("smoke_plan")
-        files = SmokePlan.load(Path(path)).config_files if path else []
+        files = plan.config_files if plan else []
         metafunc.parametrize("config_file", files,
                              ids=[f"{item.role}:{item.path}" for item in files])
+    if "workload" in metafunc.fixturenames:
+        workloads = cluster.workloads if cluster else []
+        metafunc.parametrize("workload", workloads,
+                             ids=[f"{w.kind.lower()}/{w.name}" for w in workloads])
+    if "service" in metafunc.fixturenames:
+        services = cluster.services if cluster else []
+        metafunc.parametrize("service", services, ids=services)
+    if "cron_job" in metafunc.fixturenames:
+        cron_jobs = cluster.cron_jobs if cluster else []
+        metafunc.parametrize("cron_job", cron_jobs, ids=[c.name for c in cron_jobs])
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,25 @@
-"""What the smoke suite checks and where: a JSON plan, written for a real environment by the
-platform team's wrapper (one host spec per role, e.g. `kubectl://haproxy-7c9f?namespace=acm`)
-or by the suite's own self-test for daemons on loopback (`local://`)."""
+"""What the smoke suite checks and where: a JSON plan, written for a cluster by
+`tests/smoke/write_plan.py` (through `scripts/smoke`: the expected numbers from the stack's
+rendering, one testinfra host spec per role such as `kubectl://haproxy-7c9f?namespace=acm`),
+or by the suite's own self-tests for daemons on loopback (`local://`) and for the local
+control plane. A section the plan leaves out is reported as skipped, with its name."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, TypeVar
 
+import pytest
 from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+def section(value: T | None, name: str) -> T:
+    """A plan section a check needs; a plan without it skips the check, saying so."""
+    if value is None:
+        pytest.skip(f"the plan has no {name!r} section")
+    return value
 
 
 class Strict(BaseModel):
@@ -43,15 +56,57 @@ class Compliance(Strict):
     files: list[str]
 
 
+class Workload(Strict):
+    kind: Literal["Deployment", "StatefulSet"]
+    name: str
+    selector: dict[str, str]
+    # The configured count: spec.replicas, or the HPA's floor when an HPA owns the count.
+    min_replicas: int = Field(ge=0)
+    config_hash: str | None = None  # the pod template's config-hash annotation, if it has one
+
+
+class Autoscaler(Strict):
+    name: str
+    target: str  # the Deployment it scales
+    min_replicas: int
+    max_replicas: int
+
+
+class Budget(Strict):
+    name: str
+    min_available: int | str
+
+
+class CronJobCheck(Strict):
+    name: str
+    schedule: str
+    time_zone: str
+    # The longest gap between two scheduled runs plus the run's own deadlines: a last success
+    # older than this means a run was missed or failed.
+    max_age_seconds: int
+
+
+class Cluster(Strict):
+    kubeconfig: str | None = None  # default: $KUBECONFIG, then ~/.kube/config
+    context: str | None = None
+    namespace: str
+    workloads: list[Workload]
+    services: list[str]  # each must have a ready endpoint
+    autoscalers: list[Autoscaler]
+    budgets: list[Budget]
+    cron_jobs: list[CronJobCheck]
+
+
 class SmokePlan(Strict):
     environment: str
-    hosts: dict[str, str]  # role -> testinfra host spec
-    haproxy: Haproxy
-    front_door: FrontDoor
-    dragonfly_address: str
-    database: Database
-    compliance: Compliance
-    config_files: list[ConfigFile]
+    hosts: dict[str, str] = {}  # role -> testinfra host spec
+    haproxy: Haproxy | None = None
+    front_door: FrontDoor | None = None
+    dragonfly_address: str | None = None
+    database: Database | None = None
+    compliance: Compliance | None = None
+    config_files: list[ConfigFile] = []
+    cluster: Cluster | None = None
 
     @classmethod
     def load(cls, path: Path) -> SmokePlan:

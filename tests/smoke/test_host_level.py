@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.smoke.plan import ConfigFile, SmokePlan
+from tests.smoke.plan import ConfigFile, SmokePlan, section
 
 
 def split(address: str) -> tuple[str, int]:
@@ -24,21 +24,24 @@ def split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def test_haproxy_process_runs(host_of: Callable[[str], Any]) -> None:
+def test_haproxy_process_runs(plan: SmokePlan, host_of: Callable[[str], Any]) -> None:
+    section(plan.haproxy, "haproxy")
     assert host_of("haproxy").process.filter(comm="haproxy"), "no haproxy process"
 
 
 def test_haproxy_listens_on_its_sip_sockets(plan: SmokePlan,
                                             host_of: Callable[[str], Any]) -> None:
+    listen = section(plan.haproxy, "haproxy").listen
     host = host_of("haproxy")
-    closed = [spec for spec in plan.haproxy.listen if not host.socket(spec).is_listening]
+    closed = [spec for spec in listen if not host.socket(spec).is_listening]
     assert not closed, f"HAProxy is not listening on {closed}"
 
 
 def test_haproxy_sees_opensips_backends_up(plan: SmokePlan) -> None:
-    with urllib.request.urlopen(plan.haproxy.stats_csv_url, timeout=5) as answer:
+    haproxy = section(plan.haproxy, "haproxy")
+    with urllib.request.urlopen(haproxy.stats_csv_url, timeout=5) as answer:
         rows = list(csv.DictReader(io.StringIO(answer.read().decode().lstrip("# "))))
-    for backend in plan.haproxy.backends:
+    for backend in haproxy.backends:
         servers = {row["svname"]: row["status"] for row in rows
                    if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")}
         up = [name for name, status in servers.items() if status.startswith("UP")]
@@ -46,14 +49,15 @@ def test_haproxy_sees_opensips_backends_up(plan: SmokePlan) -> None:
 
 
 def test_dragonfly_answers_ping(plan: SmokePlan) -> None:
-    with socket.create_connection(split(plan.dragonfly_address), timeout=5) as connection:
+    address = split(section(plan.dragonfly_address, "dragonfly_address"))
+    with socket.create_connection(address, timeout=5) as connection:
         connection.sendall(b"*1\r\n$4\r\nPING\r\n")
         answer = connection.recv(64)
     assert answer == b"+PONG\r\n", f"Dragonfly answered {answer!r}"
 
 
 def test_database_accepts_a_connection(plan: SmokePlan) -> None:
-    settings = plan.database
+    settings = section(plan.database, "database")
     host, port = split(settings.address)
     password = os.environ.get(settings.password_env)
     if password is None:
@@ -73,10 +77,11 @@ def test_config_file_is_the_rendered_one(config_file: ConfigFile,
 
 def test_compliance_secrets_are_mounted_restrictively(plan: SmokePlan,
                                                       host_of: Callable[[str], Any]) -> None:
+    compliance = section(plan.compliance, "compliance")
     host = host_of("compliance")
     problems = []
-    for name in plan.compliance.files:
-        file = host.file(f"{plan.compliance.secrets_dir}/{name}")
+    for name in compliance.files:
+        file = host.file(f"{compliance.secrets_dir}/{name}")
         if not file.exists:
             problems.append(f"{name}: missing")
         elif file.mode & (stat.S_IRWXO | stat.S_IWUSR | stat.S_IWGRP):
@@ -96,7 +101,8 @@ def options_request(transport: str, local: tuple[str, int]) -> bytes:
 
 
 def test_sip_options_through_haproxy_tcp(plan: SmokePlan) -> None:
-    with socket.create_connection(split(plan.front_door.sip_tcp_address), timeout=5) as tcp:
+    address = split(section(plan.front_door, "front_door").sip_tcp_address)
+    with socket.create_connection(address, timeout=5) as tcp:
         tcp.sendall(options_request("TCP", tcp.getsockname()))
         status = tcp.recv(4096).split(b"\r\n", 1)[0]
     assert status.startswith(b"SIP/2.0 200"), f"OPTIONS over TCP answered {status!r}"
@@ -105,7 +111,7 @@ def test_sip_options_through_haproxy_tcp(plan: SmokePlan) -> None:
 def test_sip_options_over_the_udp_service(plan: SmokePlan) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(3)
-        udp.connect(split(plan.front_door.sip_udp_address))
+        udp.connect(split(section(plan.front_door, "front_door").sip_udp_address))
         udp.send(options_request("UDP", udp.getsockname()))
         try:
             status = udp.recv(4096).split(b"\r\n", 1)[0]
