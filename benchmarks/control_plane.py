@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kubernetes.client.exceptions import ApiException
 
-from stacks.deploy import Cluster, FIELD_MANAGER, deploy, destroy, object_ref
+from stacks.deploy import FIELD_MANAGER, Cluster, deploy, destroy, object_ref
 from stacks.render import render_stack
 
 ROOT = Path(__file__).resolve().parent.parent

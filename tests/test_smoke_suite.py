@@ -17,6 +17,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -92,10 +93,50 @@ def loopback_haproxy_config(rendered: str, stub_port: int, directory: Path
     return text, ports
 
 
+class HttpStandIn(ThreadingHTTPServer):
+    """OpenSIPS's HTTP MI (JSON-RPC `version`) and an ACM engine's /health, as far as the
+    smoke checks go; `healthy = False` makes /health answer 503."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.healthy = True
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                call = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.dumps({"jsonrpc": "2.0", "id": call["id"],
+                                   "result": {"Server": "OpenSIPS (4.0.1 (x86_64/linux))"}})
+                self._answer(200, body.encode())
+
+            def do_GET(self) -> None:
+                self._answer(200 if stand_in.healthy else 503, b'{"status": "ok"}')
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
 class Environment:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.stub = OpenSipsStandIn()
+        self.mi = HttpStandIn()
+        self.engine = HttpStandIn()
         rendered = rendering_of("local").rendered_files()["haproxy.cfg"]
         config, self.ports = loopback_haproxy_config(rendered, self.stub.port, directory)
         self.haproxy_cfg = directory / "haproxy.cfg"
@@ -115,7 +156,9 @@ class Environment:
     def plan(self, database_address: str) -> Path:
         plan = {
             "environment": "local",
-            "hosts": {role: "local://" for role in ("haproxy", "compliance")},
+            "hosts": {role: "local://" for role in ("haproxy", "compliance", "opensips-mi")},
+            "opensips": {"mi_url": f"http://127.0.0.1:{self.mi.port}/mi"},
+            "acm_engine_health_urls": [f"http://127.0.0.1:{self.engine.port}/health"],
             "haproxy": {
                 "listen": [f"tcp://127.0.0.1:{self.ports[5060]}",
                            f"tcp://127.0.0.1:{self.ports[5061]}"],
@@ -144,6 +187,8 @@ class Environment:
         self.stub.shutdown()
         self.stub.server_close()
         self.stub.udp.stop()
+        self.mi.stop()
+        self.engine.stop()
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +226,7 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     env, plan = environment
     healthy = run_suite(plan, env.directory)
     passed = {name for name, outcome in healthy.items() if outcome == "passed"}
-    assert len(passed) == 9 and failures(healthy) == set(), healthy
+    assert len(passed) == 11 and failures(healthy) == set(), healthy
     # This plan has no cluster: the Kubernetes-API checks say so instead of passing.
     assert {name for name, outcome in healthy.items() if outcome == "skipped"} == {
         name for name in healthy if name not in passed}
@@ -193,6 +238,19 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     assert failures(run_suite(plan, env.directory)) == {
         f"test_config_file_is_the_rendered_one[haproxy:{env.haproxy_cfg}]"}
     env.haproxy_cfg.write_text(original)
+
+    # An ACM engine reporting unhealthy.
+    env.engine.healthy = False
+    assert failures(run_suite(plan, env.directory)) == {"test_acm_engines_report_healthy"}
+    env.engine.healthy = True
+
+    # OpenSIPS's MI not answering.
+    env.mi.stop()
+    assert failures(run_suite(plan, env.directory)) == {"test_opensips_mi_answers"}
+    env.mi = HttpStandIn()
+    plan.write_text(plan.read_text().replace(
+        json.loads(plan.read_text())["opensips"]["mi_url"],
+        f"http://127.0.0.1:{env.mi.port}/mi"))
 
     # A secret readable by everyone.
     (env.secrets / SECRETS[1]).chmod(0o644)

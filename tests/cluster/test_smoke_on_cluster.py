@@ -175,3 +175,6 @@ def test_the_writer_names_a_pod_per_role_for_in_pod_checks(
     assert hosts["compliance"].startswith("kubectl://ncc-compliance-exporter-")
     assert {f["role"] for f in plan["config_files"]} <= set(hosts)
     assert plan["haproxy"]["listen"] == ["tcp://0.0.0.0:5060", "tcp://0.0.0.0:5061"]
+    # The MI check runs in the sidecar of the OpenSIPS pod, on the MI URL the sidecar uses.
+    assert "container=dispatcher-sync" in hosts["opensips-mi"]
+    assert plan["opensips"]["mi_url"].startswith("http://127.0.0.1:")

@@ -44,6 +44,12 @@ class FrontDoor(Strict):
     sip_udp_address: str  # the OpenSIPS UDP LoadBalancer Service
 
 
+class OpenSips(Strict):
+    # The HTTP MI as seen from inside the pod: the check runs in the `opensips-mi` role (the
+    # dispatcher-sync sidecar, which shares OpenSIPS's network namespace and has Python).
+    mi_url: str
+
+
 class Database(Strict):
     address: str
     dbname: str
@@ -103,6 +109,8 @@ class SmokePlan(Strict):
     haproxy: Haproxy | None = None
     front_door: FrontDoor | None = None
     dragonfly_address: str | None = None
+    opensips: OpenSips | None = None
+    acm_engine_health_urls: list[str] | None = None  # GET must answer 200
     database: Database | None = None
     compliance: Compliance | None = None
     config_files: list[ConfigFile] = []

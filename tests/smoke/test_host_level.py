@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import socket
 import stat
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -118,3 +120,37 @@ def test_sip_options_over_the_udp_service(plan: SmokePlan) -> None:
         except (TimeoutError, ConnectionRefusedError) as error:
             pytest.fail(f"no answer to OPTIONS over UDP: {error!r}")
     assert status.startswith(b"SIP/2.0 200"), f"OPTIONS over UDP answered {status!r}"
+
+
+MI_VERSION_CALL = """
+import json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1], method="POST",
+    data=json.dumps({"jsonrpc": "2.0", "method": "version", "id": 1}).encode(),
+    headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(request, timeout=5).read().decode())
+"""
+
+
+def test_opensips_mi_answers(plan: SmokePlan, host_of: Callable[[str], Any]) -> None:
+    mi_url = section(plan.opensips, "opensips").mi_url
+    answer = host_of("opensips-mi").run("python3 -c %s %s", MI_VERSION_CALL, mi_url)
+    assert answer.rc == 0, f"OpenSIPS MI at {mi_url} did not answer: {answer.stderr.strip()}"
+    reply = json.loads(answer.stdout)
+    assert "result" in reply, f"OpenSIPS MI version call failed: {reply}"
+
+
+def test_acm_engines_report_healthy(plan: SmokePlan) -> None:
+    urls = section(plan.acm_engine_health_urls, "acm_engine_health_urls")
+    unhealthy = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                status = answer.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        except OSError as error:
+            unhealthy.append(f"{url}: {error}")
+            continue
+        if status != 200:
+            unhealthy.append(f"{url}: HTTP {status}")
+    assert not unhealthy, "ACM engine not healthy: " + "; ".join(unhealthy)

@@ -3,7 +3,7 @@ where to look from the cluster (one running pod per role, as testinfra `kubectl:
 
     python -m tests.smoke.write_plan STACK --out plan.json [--kubeconfig K] [--context C]
         [--stats-url URL] [--dragonfly HOST:PORT] [--database HOST:PORT]
-        [--sip-tcp HOST:PORT] [--sip-udp HOST:PORT] [--api-only]
+        [--sip-tcp HOST:PORT] [--sip-udp HOST:PORT] [--engine-health URL ...] [--api-only]
 
 Addresses the runner reaches (HAProxy's stats, Dragonfly, the database, the front door) come
 from the options, e.g. through `kubectl port-forward` or the LoadBalancer addresses; a section
@@ -175,7 +175,8 @@ def pod_hosts(rendering: Rendering, roles: set[str], kubeconfig: str | None,
 
 
 def write_plan(stack: str, kubeconfig: str | None, context: str | None,
-               addresses: dict[str, str | None], api_only: bool = False) -> dict[str, Any]:
+               addresses: dict[str, str | None], api_only: bool = False,
+               engine_health: list[str] | None = None) -> dict[str, Any]:
     rendering = render_stack(stack)
     if api_only:
         return {"environment": stack, "cluster": cluster_section(rendering, kubeconfig, context)}
@@ -201,6 +202,12 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
     if addresses["sip_tcp"] and addresses["sip_udp"]:
         plan["front_door"] = {"sip_tcp_address": addresses["sip_tcp"],
                               "sip_udp_address": addresses["sip_udp"]}
+    sidecar = next((r for r in roles if r.startswith("opensips/dispatcher-sync")), None)
+    if sidecar:
+        settings = json.loads(rendering.rendered_files()["settings.json"])
+        plan["opensips"] = {"mi_url": settings["mi_url"]}
+    if engine_health:
+        plan["acm_engine_health_urls"] = engine_health
     if addresses["dragonfly"]:
         plan["dragonfly_address"] = addresses["dragonfly"]
     if addresses["database"]:
@@ -208,8 +215,8 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
                             "user": "acm", "password_env": "SMOKE_DB_PASSWORD"}
     hosts = pod_hosts(rendering, roles, kubeconfig, context)
     # The host-level checks name their roles by part; map them onto the pods found.
-    for alias, prefix in (("haproxy", "haproxy/"), ("compliance", compliance[0] if compliance
-                                                     else "")):
+    for alias, prefix in (("haproxy", "haproxy/"), ("opensips-mi", sidecar or ""),
+                          ("compliance", compliance[0] if compliance else "")):
         match = next((spec for role, spec in hosts.items() if prefix and role.startswith(prefix)),
                      None)
         if match:
@@ -225,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--kubeconfig")
     parser.add_argument("--context")
+    parser.add_argument("--engine-health", action="append", metavar="URL",
+                        help="an ACM engine's /health URL (repeat per engine)")
     parser.add_argument("--api-only", action="store_true",
                         help="only the Kubernetes-API checks (for clusters whose pods cannot "
                              "be exec'd into, such as the kwok-based local control plane)")
@@ -234,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     addresses = {key: getattr(options, key) for key in
                  ("stats_url", "dragonfly", "database", "sip_tcp", "sip_udp")}
     plan = write_plan(options.stack, options.kubeconfig, options.context, addresses,
-                      options.api_only)
+                      options.api_only, options.engine_health)
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(plan, indent=2))
     left_out = [name for name in ("haproxy", "front_door", "dragonfly_address", "database",
-                                  "compliance") if name not in plan]
+                                  "compliance", "opensips", "acm_engine_health_urls")
+                if name not in plan]
     print(f"smoke plan for {options.stack!r}: {len(plan['cluster']['workloads'])} workloads, "
           f"{len(plan.get('config_files', []))} config files, {len(plan.get('hosts', {}))} hosts"
           + (f"; left out (no address given): {', '.join(left_out)}" if left_out else ""),
