@@ -30,6 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRETS = ["database-password", "atrs-client-id", "sftp-private-key"]
 
 
+def serve_in_background(server: socketserver.BaseServer) -> int:
+    """Serve on a daemon thread; the loopback port the server bound."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
+
+
 class OpenSipsStandIn(socketserver.ThreadingTCPServer):
     """Answers HAProxy's checks as OpenSIPS would: SIP OPTIONS (after a PROXY header) with
     200, and the management port's GET /metrics with 200."""
@@ -49,8 +55,7 @@ class OpenSipsStandIn(socketserver.ThreadingTCPServer):
                     self.request.sendall(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.port = serve_in_background(self)
         self.udp = UdpOptions()
 
 
@@ -66,8 +71,7 @@ class UdpOptions(socketserver.ThreadingUDPServer):
                                  self.client_address)
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.port = serve_in_background(self)
 
     def stop(self) -> None:
         self.shutdown()
@@ -123,8 +127,7 @@ class HttpStandIn(ThreadingHTTPServer):
                 pass
 
         super().__init__(("127.0.0.1", 0), Handler)
-        self.port = self.server_address[1]
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self.port = serve_in_background(self)
 
     def stop(self) -> None:
         self.shutdown()
