@@ -134,9 +134,28 @@ class HttpStandIn(ThreadingHTTPServer):
         self.server_close()
 
 
+# A process OpenSIPS's check can find: named `opensips` (the kernel takes a process's name
+# from the file it executes) and holding its two SIP sockets.
+SOCKET_HOLDER = """
+import socket, sys, time
+held = []
+for kind, port in ((socket.SOCK_DGRAM, int(sys.argv[1])), (socket.SOCK_STREAM, int(sys.argv[2]))):
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.1", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen()
+    held.append(sock)
+time.sleep(3600)
+"""
+
+
 class Environment:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        (directory / "opensips").symlink_to(sys.executable)
+        self.opensips_ports = (free_port(), free_port())
+        self.opensips = subprocess.Popen(
+            [directory / "opensips", "-c", SOCKET_HOLDER, *map(str, self.opensips_ports)])
         self.stub = OpenSipsStandIn()
         self.mi = HttpStandIn()
         self.engine = HttpStandIn()
@@ -159,8 +178,11 @@ class Environment:
     def plan(self, database_address: str) -> Path:
         plan = {
             "environment": "local",
-            "hosts": {role: "local://" for role in ("haproxy", "compliance", "opensips-mi")},
-            "opensips": {"mi_url": f"http://127.0.0.1:{self.mi.port}/mi"},
+            "hosts": {role: "local://"
+                      for role in ("haproxy", "compliance", "opensips", "opensips-mi")},
+            "opensips": {"mi_url": f"http://127.0.0.1:{self.mi.port}/mi",
+                         "listen": [f"udp://127.0.0.1:{self.opensips_ports[0]}",
+                                    f"tcp://127.0.0.1:{self.opensips_ports[1]}"]},
             "acm_engine_health_urls": [f"http://127.0.0.1:{self.engine.port}/health"],
             "haproxy": {
                 "listen": [f"tcp://127.0.0.1:{self.ports[5060]}",
@@ -183,7 +205,7 @@ class Environment:
         return path
 
     def stop(self) -> None:
-        for process in (self.haproxy, self.redis):
+        for process in (self.haproxy, self.redis, self.opensips):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
@@ -229,7 +251,7 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     env, plan = environment
     healthy = run_suite(plan, env.directory)
     passed = {name for name, outcome in healthy.items() if outcome == "passed"}
-    assert len(passed) == 11 and failures(healthy) == set(), healthy
+    assert len(passed) == 12 and failures(healthy) == set(), healthy
     # This plan has no cluster: the Kubernetes-API checks say so instead of passing.
     assert {name for name, outcome in healthy.items() if outcome == "skipped"} == {
         name for name in healthy if name not in passed}
@@ -246,6 +268,15 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     env.engine.healthy = False
     assert failures(run_suite(plan, env.directory)) == {"test_acm_engines_report_healthy"}
     env.engine.healthy = True
+
+    # The OpenSIPS process gone.
+    env.opensips.terminate()
+    env.opensips.wait(timeout=10)
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_opensips_runs_and_listens_on_its_sip_sockets"}
+    env.opensips = subprocess.Popen(
+        [env.directory / "opensips", "-c", SOCKET_HOLDER, *map(str, env.opensips_ports)])
+    time.sleep(1)
 
     # OpenSIPS's MI not answering.
     env.mi.stop()

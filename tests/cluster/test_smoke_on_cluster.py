@@ -178,3 +178,6 @@ def test_the_writer_names_a_pod_per_role_for_in_pod_checks(
     # The MI check runs in the sidecar of the OpenSIPS pod, on the MI URL the sidecar uses.
     assert "container=dispatcher-sync" in hosts["opensips-mi"]
     assert plan["opensips"]["mi_url"].startswith("http://127.0.0.1:")
+    assert "container=opensips" in hosts["opensips"]
+    assert plan["opensips"]["listen"] == [
+        "udp://5060", "tcp://5060", "tcp://5061", "tcp://5070", "tcp://5071"]

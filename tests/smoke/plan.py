@@ -48,6 +48,8 @@ class OpenSips(Strict):
     # The HTTP MI as seen from inside the pod: the check runs in the `opensips-mi` role (the
     # dispatcher-sync sidecar, which shares OpenSIPS's network namespace and has Python).
     mi_url: str
+    # Its SIP sockets inside the pod (`opensips` role), as testinfra specs, e.g. udp://5060.
+    listen: list[str] = []
 
 
 class Database(Strict):

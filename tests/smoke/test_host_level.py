@@ -131,6 +131,15 @@ print(urllib.request.urlopen(request, timeout=5).read().decode())
 """
 
 
+def test_opensips_runs_and_listens_on_its_sip_sockets(
+        plan: SmokePlan, host_of: Callable[[str], Any]) -> None:
+    listen = section(plan.opensips, "opensips").listen
+    host = host_of("opensips")
+    assert host.process.filter(comm="opensips"), "no opensips process"
+    closed = [spec for spec in listen if not host.socket(spec).is_listening]
+    assert not closed, f"OpenSIPS is not listening on {closed}"
+
+
 def test_opensips_mi_answers(plan: SmokePlan, host_of: Callable[[str], Any]) -> None:
     mi_url = section(plan.opensips, "opensips").mi_url
     answer = host_of("opensips-mi").run("python3 -c %s %s", MI_VERSION_CALL, mi_url)

@@ -205,7 +205,11 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
     sidecar = next((r for r in roles if r.startswith("opensips/dispatcher-sync")), None)
     if sidecar:
         settings = json.loads(rendering.rendered_files()["settings.json"])
-        plan["opensips"] = {"mi_url": settings["mi_url"]}
+        opensips = rendering.get("Deployment", "opensips")["spec"]["template"]["spec"]
+        sockets = [f"{p['protocol'].lower()}://{p['containerPort']}"
+                   for c in opensips["containers"] if c["name"] == "opensips"
+                   for p in c.get("ports", []) if p["name"].startswith(("sip", "proxy"))]
+        plan["opensips"] = {"mi_url": settings["mi_url"], "listen": sockets}
     if engine_health:
         plan["acm_engine_health_urls"] = engine_health
     if addresses["dragonfly"]:
@@ -216,6 +220,7 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
     hosts = pod_hosts(rendering, roles, kubeconfig, context)
     # The host-level checks name their roles by part; map them onto the pods found.
     for alias, prefix in (("haproxy", "haproxy/"), ("opensips-mi", sidecar or ""),
+                          ("opensips", "opensips/opensips"),
                           ("compliance", compliance[0] if compliance else "")):
         match = next((spec for role, spec in hosts.items() if prefix and role.startswith(prefix)),
                      None)
