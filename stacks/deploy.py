@@ -16,6 +16,7 @@ admits them as it would under `pulumi up`. What it adds is what the engine would
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,8 +249,6 @@ def _resource_for_kind(cluster: Cluster, kind: str) -> Resource:
 
 
 def _reason(error: ApiException) -> str:
-    import json
-
     try:
         return str(json.loads(error.body or "").get("message", error.reason))
     except (TypeError, ValueError):

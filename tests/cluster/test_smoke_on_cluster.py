@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as kube_client
 
+from components.kube import CONFIG_HASH_ANNOTATION
 from stacks.deploy import Cluster, deploy, destroy
 from stacks.render import Rendering
 from tests.conftest import REPO, deployable
@@ -115,7 +116,7 @@ def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering,
     pod = core.list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/name=opensips").items[0].metadata.name
     core.patch_namespaced_pod(pod, namespace, {"metadata": {"annotations": {
-        "acm-platform.ng/config-hash": "0" * 10}}})
+        CONFIG_HASH_ANNOTATION: "0" * 10}}})
     assert failed(run_smoke(kubeconfig, tmp_path / "stale")) == {
         "test_workload_runs_the_rendered_config[deployment/opensips]"}
     core.delete_namespaced_pod(pod, namespace)

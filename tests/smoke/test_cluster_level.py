@@ -11,9 +11,8 @@ import pytest
 from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
 
+from components.kube import CONFIG_HASH_ANNOTATION
 from tests.smoke.plan import Cluster, CronJobCheck, SmokePlan, Workload, section
-
-CONFIG_HASH_ANNOTATION = "acm-platform.ng/config-hash"
 
 
 @pytest.fixture(scope="session")

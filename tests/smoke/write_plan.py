@@ -22,12 +22,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from components.compliance import SECRET_NAME as COMPLIANCE_SECRET
+from components.kube import CONFIG_HASH_ANNOTATION, RENDERED_CONFIG_LABEL
 from stacks.config import cron_fields
 from stacks.render import Rendering, render_stack
 
-CONFIG_HASH_ANNOTATION = "acm-platform.ng/config-hash"
-RENDERED_CONFIG_LABEL = "acm-platform.ng/rendered-config"
-COMPLIANCE_SECRET = "ncc-compliance-credentials"
 HAPROXY_BACKENDS = ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"]
 
 
