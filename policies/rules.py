@@ -72,6 +72,19 @@ def sidecars(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
             yield container
 
 
+def whole_number(value: Any) -> int | None:
+    """An integer field as the engine hands it over: every number arrives as a float (0.0),
+    while the offline render and a Kubernetes manifest carry ints. None for anything else
+    (a percentage string, a missing field)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 _UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 0.001}
 
@@ -218,9 +231,12 @@ def sip_path_rollout(resource: Resource, config: Mapping[str, Any]) -> list[str]
     rolling = strategy.get("rollingUpdate") or {}
     if strategy.get("type", "RollingUpdate") != "RollingUpdate":
         problems.append(f"strategy {strategy.get('type')}: the SIP path must roll")
-    elif str(rolling.get("maxUnavailable", "25%")) not in ("0", "0%"):
-        problems.append(f"rollingUpdate.maxUnavailable is {rolling.get('maxUnavailable', '25%')}"
-                        ", must be 0 on the SIP path")
+    else:
+        unavailable = rolling.get("maxUnavailable", "25%")
+        if whole_number(unavailable) != 0 and str(unavailable) != "0%":
+            shown = whole_number(unavailable)
+            problems.append(f"rollingUpdate.maxUnavailable is "
+                            f"{unavailable if shown is None else shown}, must be 0 on the SIP path")
     spec = pod_spec(resource) or {}
     anti = ((spec.get("affinity") or {}).get("podAntiAffinity"))
     if not spec.get("topologySpreadConstraints") and not anti:
@@ -298,8 +314,8 @@ def sip_path_budgets(resources: Sequence[Resource],
             continue
         floor = _floor(deployment, hpas)
         for pdb in matching:
-            minimum = (pdb.props.get("spec") or {}).get("minAvailable")
-            if isinstance(minimum, int) and floor is not None and minimum >= floor:
+            minimum = whole_number((pdb.props.get("spec") or {}).get("minAvailable"))
+            if minimum is not None and floor is not None and minimum >= floor:
                 problems.append((pdb.name, f"PDB {pdb.k8s_name}: minAvailable {minimum} is not "
                                            f"below the replica floor {floor} of "
                                            f"{deployment.k8s_name}: drains would block"))
