@@ -227,6 +227,10 @@ class KubernetesSettings(Model):
     # resource of the stack with it (topology spec, "Known traps").
     cluster_identifier: DnsLabel
     context: str | None = None
+    # A stack whose previews run where its cluster cannot be reached (CI review without
+    # credentials) says so here; its previews then warn instead of failing. `up` always needs
+    # the cluster.
+    preview_without_cluster: bool = False
     node_topology_key: str = "kubernetes.io/hostname"
     zone_topology_key: str = "topology.kubernetes.io/zone"
 

@@ -136,11 +136,9 @@ def render_values(stack: str, values: Mapping[str, Any], secret_keys: frozenset[
     return render_config(stack, load_stack_config(stack, values, secret_keys))
 
 
-def render_stack(
-    stack: str, root: Path | None = None, passphrase: str | None = None
-) -> Rendering:
-    """Offline by default (secrets as placeholders); with the passphrase, ready to deploy."""
-    values, secret_keys = read_stack_file(stack, root or STACK_ROOT, passphrase)
+def render_stack(stack: str, root: Path | None = None) -> Rendering:
+    """The stack as the engine would receive it, offline: secrets stay placeholders."""
+    values, secret_keys = read_stack_file(stack, root or STACK_ROOT)
     return render_values(stack, values, secret_keys)
 
 

@@ -1,7 +1,8 @@
 """Reading a stack's configuration: from `Pulumi.<stack>.yaml`, or from the Pulumi runtime.
 
 Both paths produce the same thing, `(values, secret_keys)` for `load_stack_config`, so the
-offline render and a real `pulumi up` validate exactly the same way.
+offline render and a real `pulumi up` validate exactly the same way. The offline path never
+decrypts: secrets are placeholders that name their key; only the Pulumi engine holds values.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 import yaml
 
 from stacks.config import PROJECT, StackConfigError
-from stacks.passphrase import decrypt_with_key, key_from_salt
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("local", "dev", "staging", "prod")
@@ -25,31 +25,19 @@ def secret_placeholder(key: str) -> str:
     return f"<secret {PROJECT}:{key}>"
 
 
-def read_stack_file(
-    stack: str, root: Path = ROOT, passphrase: str | None = None
-) -> tuple[dict[str, Any], frozenset[str]]:
-    """The stack's values; secrets as placeholders, or decrypted when a passphrase is given."""
+def read_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], frozenset[str]]:
+    """The stack's values, with every secret as its placeholder."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise StackConfigError(stack, [("(stack)", f"no stack file {path.name}")])
     document = yaml.safe_load(path.read_text()) or {}
     if not isinstance(document, dict):
         raise StackConfigError(stack, [("(stack)", f"{path.name} is not a YAML mapping")])
-    raw_config = document.get("config") or {}
-    decryption_key = None
-    if passphrase is not None:
-        salt = document.get("encryptionsalt")
-        if not isinstance(salt, str):
-            raise StackConfigError(stack, [("encryptionsalt", f"{path.name} has none")])
-        try:
-            decryption_key = key_from_salt(passphrase, salt)
-        except ValueError as error:
-            raise StackConfigError(stack, [("encryptionsalt", str(error))]) from error
-    return decode_stack_values(stack, raw_config, decryption_key)
+    return decode_stack_values(stack, document.get("config") or {})
 
 
 def decode_stack_values(
-    stack: str, raw_config: dict[str, Any], decryption_key: bytes | None = None
+    stack: str, raw_config: dict[str, Any]
 ) -> tuple[dict[str, Any], frozenset[str]]:
     values: dict[str, Any] = {}
     secret_keys: set[str] = set()
@@ -61,13 +49,7 @@ def decode_stack_values(
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
             secret_keys.add(key)
-            if decryption_key is None:
-                values[key] = secret_placeholder(key)
-                continue
-            try:
-                values[key] = decrypt_with_key(decryption_key, str(value["secure"]))
-            except Exception as error:  # a tampered or foreign ciphertext: name the key
-                problems.append((str(full_key), f"cannot be decrypted ({error or 'bad tag'})"))
+            values[key] = secret_placeholder(key)
         else:
             values[key] = value
     if problems:

@@ -12,6 +12,7 @@ import pytest
 
 from stacks.render import Rendering, render_stack, render_values
 from stacks.stack_files import STACKS, read_stack_file
+from tests.engine import Engine
 
 _RENDERINGS: dict[str, Rendering] = {}
 
@@ -80,7 +81,6 @@ def delete_path(document: dict[str, Any], path: str) -> None:
 
 REPO = Path(__file__).resolve().parent.parent
 CONTROL_PLANE = REPO / "scripts" / "control-plane"
-DEMO_PASSPHRASE = "acm-platform-demo"  # the committed stack files' throwaway passphrase
 
 
 @pytest.fixture(scope="session")
@@ -99,14 +99,8 @@ def control_plane() -> Iterator[Path]:
             subprocess.run([CONTROL_PLANE, "stop"], check=True)
 
 
-def deployable(stack: str, values: dict[str, Any] | None = None) -> Rendering:
-    """A stack rendered with its secrets decrypted, as `acmctl deploy` sends it."""
-    if values is None:
-        return render_stack(stack, passphrase=DEMO_PASSPHRASE)
-    _, secret_keys = read_stack_file(stack)
-    return render_values(stack, values, secret_keys)
-
-
-def deployable_values(stack: str) -> dict[str, Any]:
-    values, _ = read_stack_file(stack, passphrase=DEMO_PASSPHRASE)
-    return copy.deepcopy(values)
+@pytest.fixture(scope="session")
+def engine(control_plane: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The pinned Pulumi CLI on this repository, with a state backend of the session's own and
+    the local control plane as every stack's cluster."""
+    return Engine(tmp_path_factory.mktemp("pulumi-state"), control_plane)

@@ -1,59 +1,72 @@
-"""Stack secrets: sealed like `pulumi config set --secret`, decrypted only for a deploy."""
+"""Stack secrets belong to the Pulumi CLI: the committed stack files decrypt with it, `pulumi config
+set --secret` seals new values, and the offline render never holds a value."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from stacks.config import StackConfigError
+from stacks.config import SECRET_KEYS
 from stacks.render import render_stack
-from stacks.sealing import seal
-from stacks.stack_files import ROOT, read_stack_file, secret_placeholder
-from tests.conftest import DEMO_PASSPHRASE
+from stacks.stack_files import STACKS, read_stack_file, secret_placeholder
+from tests.engine import REPO, Engine
 
-pytestmark = pytest.mark.slow  # each decryption is a 1,000,000-round PBKDF2
-
-
-def stack_copy(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "Pulumi.local.yaml", tmp_path / "Pulumi.local.yaml")
-    return tmp_path
+pytestmark = pytest.mark.slow
 
 
-def test_a_sealed_value_reads_back_only_with_the_passphrase(tmp_path: Path) -> None:
-    root = stack_copy(tmp_path)
-    seal(root / "Pulumi.local.yaml", "databasePassword", "s3cret-for-this-test", DEMO_PASSPHRASE)
-    values, secret_keys = read_stack_file("local", root, DEMO_PASSPHRASE)
-    assert values["databasePassword"] == "s3cret-for-this-test"
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    engine = Engine(tmp_path_factory.mktemp("pulumi-state"), kubeconfig=None)
+    for stack in STACKS:
+        engine.stack(stack)
+    yield engine
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_committed_secrets_decrypt_with_the_real_cli(engine: Engine, stack: str) -> None:
+    shown = engine.cli("config", "--stack", stack, "--show-secrets", "--json")
+    assert shown.returncode == 0, shown.stderr
+    values = json.loads(shown.stdout)
+    for key in SECRET_KEYS:
+        entry = values[f"acm-platform:{key}"]
+        assert entry["secret"] is True, key
+        assert entry["value"].strip(), key
+    assert values["acm-platform:databasePassword"]["value"].startswith("DEMO-ONLY")
+    assert values["acm-platform:sipTlsCertificate"]["value"].startswith("-----BEGIN CERTIFICATE")
+
+
+def test_config_set_secret_seals_and_the_render_never_sees_it(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    stack_file = tmp_path / "Pulumi.local.yaml"
+    shutil.copy(REPO / "Pulumi.local.yaml", stack_file)
+    value = "s3cret-for-this-test"
+    sealed = engine.cli("config", "set", "--secret", "--stack", "local", "--config-file",
+                        str(stack_file), "acm-platform:databasePassword", value)
+    assert sealed.returncode == 0, sealed.stderr
+    assert value not in stack_file.read_text()
+    read_back = engine.cli("config", "get", "--stack", "local", "--config-file",
+                           str(stack_file), "acm-platform:databasePassword")
+    assert read_back.stdout.strip() == value
+    values, secret_keys = read_stack_file("local", tmp_path)
     assert "databasePassword" in secret_keys
-    offline, _ = read_stack_file("local", root)
-    assert offline["databasePassword"] == secret_placeholder("databasePassword")
-    assert "s3cret-for-this-test" not in (root / "Pulumi.local.yaml").read_text()
+    assert values["databasePassword"] == secret_placeholder("databasePassword")
+    offline = render_stack("local", tmp_path)
+    password = offline.get("Secret", "acm-database")["stringData"]["password"]
+    assert password == secret_placeholder("databasePassword")
 
 
-def test_a_wrong_passphrase_is_named_and_nothing_is_read(tmp_path: Path) -> None:
-    with pytest.raises(StackConfigError, match=r"encryptionsalt.*incorrect passphrase"):
-        read_stack_file("local", stack_copy(tmp_path), "not-the-passphrase")
-
-
-def test_a_tampered_secret_names_its_key(tmp_path: Path) -> None:
-    root = stack_copy(tmp_path)
-    path = root / "Pulumi.local.yaml"
-    document = yaml.safe_load(path.read_text())
-    sealed = document["config"]["acm-platform:grafanaAdminPassword"]["secure"]
-    flipped = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
-    document["config"]["acm-platform:grafanaAdminPassword"]["secure"] = flipped
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    with pytest.raises(StackConfigError, match=r"acm-platform:grafanaAdminPassword.*decrypted"):
-        read_stack_file("local", root, DEMO_PASSPHRASE)
-
-
-def test_only_a_deployable_render_carries_secret_values() -> None:
-    deployable = render_stack("local", passphrase=DEMO_PASSPHRASE)
-    offline = render_stack("local")
-    password = deployable.get("Secret", "acm-database")["stringData"]["password"]
-    assert password.startswith("DEMO-ONLY")
-    assert offline.get("Secret", "acm-database")["stringData"]["password"] == secret_placeholder(
-        "databasePassword")
+def test_a_wrong_stack_secret_reads_nothing(engine: Engine, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-demo-secret\n")
+    engine.env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(wrong)
+    try:
+        shown = engine.cli("config", "--stack", "local", "--show-secrets", "--json")
+    finally:
+        engine.env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(REPO / "stacks" / "demo-stack-secret")
+    assert shown.returncode != 0
+    assert "incorrect passphrase" in shown.stderr.lower(), shown.stderr
+    assert "DEMO-ONLY" not in shown.stdout

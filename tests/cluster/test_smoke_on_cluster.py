@@ -1,7 +1,8 @@
 """The smoke suite's Kubernetes-API checks proven on the local control plane: the local stack
-deployed, the plan written by `scripts/smoke`'s writer, then broken one way at a time; each
-break must turn exactly its checks red. (kwok pods cannot be exec'd into: the in-pod checks
-are proven on loopback daemons in tests/test_smoke_suite.py.)"""
+deployed by `pulumi up` (the Automation API, the pinned CLI and provider), the plan written by
+`scripts/smoke`'s writer, then broken one way at a time by hand; each break must turn exactly
+its checks red, and undoing it makes them pass again. (kwok pods cannot be exec'd into: the
+in-pod checks are proven on loopback daemons in tests/test_smoke_suite.py.)"""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 from kubernetes import client as kube_client
 
 from components.kube import CONFIG_HASH_ANNOTATION
-from stacks.deploy import Cluster, deploy, destroy
 from stacks.render import Rendering
-from tests.conftest import REPO, deployable
+from tests.cluster.kube import Cluster, readiness
+from tests.conftest import REPO, rendering_of
+from tests.engine import Engine
 from tests.smoke.write_plan import longest_gap_seconds
 
 pytestmark = pytest.mark.slow
@@ -26,14 +28,18 @@ STACK = "local"
 
 
 @pytest.fixture(scope="module")
-def deployed(control_plane: Path) -> Iterator[tuple[Cluster, Rendering, Path]]:
-    cluster = Cluster(control_plane)
-    rendering = deployable(STACK)
-    deploy(cluster, rendering, timeout=180)
+def live_stack(control_plane: Path, engine: Engine
+             ) -> Iterator[tuple[Cluster, Rendering, Path]]:
+    stack = engine.stack(STACK)
+    stack.up(on_output=lambda _: None)
+    cluster, rendering = Cluster(control_plane), rendering_of(STACK)
     try:
+        # A smoke run comes after a rollout has settled: the HPAs report their replicas at
+        # their controller's next sync.
+        wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), timeout=90)
         yield cluster, rendering, control_plane
     finally:
-        destroy(cluster, STACK, rendering.config.namespace)
+        stack.destroy(on_output=lambda _: None)
 
 
 def run_smoke(kubeconfig: Path, out: Path) -> dict[str, str]:
@@ -75,13 +81,11 @@ def test_longest_gap_of_the_report_schedules() -> None:
     assert longest_gap_seconds("0 0 1 1,7 *") == 184 * 86400
 
 
-def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering, Path],
+def test_api_checks_tell_healthy_from_broken(live_stack: tuple[Cluster, Rendering, Path],
                                              tmp_path: Path) -> None:
-    cluster, rendering, kubeconfig = deployed
+    cluster, rendering, kubeconfig = live_stack
     namespace = rendering.config.namespace
-    apps = kube_client.AppsV1Api(cluster.api_client)
-    core = cluster.core()
-    batch = kube_client.BatchV1Api(cluster.api_client)
+    apps, core, batch = cluster.apps(), cluster.core(), cluster.batch()
 
     healthy = run_smoke(kubeconfig, tmp_path / "healthy")
     passed = {name for name, outcome in healthy.items() if outcome == "passed"}
@@ -100,7 +104,11 @@ def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering,
              .status.available_replicas == 1)
     assert failed(run_smoke(kubeconfig, tmp_path / "scaled")) == {
         "test_workload_is_available[deployment/haproxy]"}
-    deploy(cluster, rendering, timeout=60)
+    replicas = rendering.config.haproxy.replicas
+    apps.patch_namespaced_deployment_scale("haproxy", namespace,
+                                           {"spec": {"replicas": replicas}})
+    wait_for(lambda: apps.read_namespaced_deployment("haproxy", namespace)
+             .status.available_replicas == replicas)
 
     # Dragonfly stopped: its workload and both its Services lose their endpoints.
     apps.patch_namespaced_stateful_set_scale("dragonfly", namespace, {"spec": {"replicas": 0}})
@@ -110,7 +118,9 @@ def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering,
         "test_workload_is_available[statefulset/dragonfly]",
         "test_service_has_ready_endpoints[dragonfly]",
         "test_service_has_ready_endpoints[dragonfly-headless]"}
-    deploy(cluster, rendering, timeout=120)
+    apps.patch_namespaced_stateful_set_scale("dragonfly", namespace, {"spec": {"replicas": 1}})
+    wait_for(lambda: apps.read_namespaced_stateful_set("dragonfly", namespace)
+             .status.ready_replicas == 1, timeout=120)
 
     # A pod left on another config than the rendered one.
     pod = core.list_namespaced_pod(
@@ -120,15 +130,20 @@ def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering,
     assert failed(run_smoke(kubeconfig, tmp_path / "stale")) == {
         "test_workload_runs_the_rendered_config[deployment/opensips]"}
     core.delete_namespaced_pod(pod, namespace)
-    deploy(cluster, rendering, timeout=60)
+    # Until the deletion shows in the Deployment's status, that status still counts the pod.
+    wait_for(lambda: pod not in {p.metadata.name for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=opensips").items}
+        and _opensips_ready(cluster, rendering), timeout=90)
 
     # An HPA edited by hand below the configured floor.
-    autoscaling = kube_client.AutoscalingV2Api(cluster.api_client)
+    autoscaling = cluster.autoscaling()
     autoscaling.patch_namespaced_horizontal_pod_autoscaler(
         "opensips", namespace, {"spec": {"minReplicas": 1}})
     assert failed(run_smoke(kubeconfig, tmp_path / "hpa")) == {
         "test_autoscalers_as_configured"}
-    deploy(cluster, rendering, timeout=60)
+    floor = rendering.config.opensips.autoscaling.min_replicas
+    autoscaling.patch_namespaced_horizontal_pod_autoscaler(
+        "opensips", namespace, {"spec": {"minReplicas": floor}})
 
     # The daily report's last run failed: a run the real Job controller fails when it
     # exceeds its deadline (its pod can never be scheduled).
@@ -158,15 +173,23 @@ def test_api_checks_tell_healthy_from_broken(deployed: tuple[Cluster, Rendering,
                                     {"spec": {"timeZone": None}})
     assert failed(run_smoke(kubeconfig, tmp_path / "timezone")) == {
         "test_cron_job_is_scheduled_and_its_last_run_succeeded[ncc-report-weekly]"}
-    deploy(cluster, rendering, timeout=60)
+    batch.patch_namespaced_cron_job("ncc-report-weekly", namespace,
+                                    {"spec": {"timeZone": "Africa/Lagos"}})
     assert not failed(run_smoke(kubeconfig, tmp_path / "restored"))
 
 
+def _opensips_ready(cluster: Cluster, rendering: Rendering) -> bool:
+    namespace = rendering.config.namespace
+    status = cluster.apps().read_namespaced_deployment("opensips", namespace).status
+    floor = rendering.config.opensips.autoscaling.min_replicas
+    return (status.available_replicas or 0) >= floor and (status.replicas or 0) == floor
+
+
 def test_the_writer_names_a_pod_per_role_for_in_pod_checks(
-        deployed: tuple[Cluster, Rendering, Path]) -> None:
+        live_stack: tuple[Cluster, Rendering, Path]) -> None:
     from tests.smoke.write_plan import write_plan
 
-    _, rendering, kubeconfig = deployed
+    _, rendering, kubeconfig = live_stack
     addresses: dict[str, str | None] = dict.fromkeys(
         ("stats_url", "dragonfly", "database", "sip_tcp", "sip_udp"))
     plan = write_plan(STACK, str(kubeconfig), None, {**addresses, "stats_url": "http://x"})

@@ -1,0 +1,110 @@
+"""Reading the local control plane from the tests: the Kubernetes API client, the live form of
+a rendered object, and whether the stack's workloads are ready (what the provider waited for)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from stacks.render import Rendering
+
+
+@dataclass(frozen=True)
+class Readiness:
+    kind: str
+    name: str
+    ready: bool
+    detail: str
+
+
+class Cluster:
+    """The API of one cluster, found through a kubeconfig file."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api_client = kube_config.new_client_from_config(config_file=str(kubeconfig))
+        self.dynamic = DynamicClient(self.api_client)
+
+    def read(self, manifest: dict[str, Any]) -> Any | None:
+        resource = self.dynamic.resources.get(api_version=manifest["apiVersion"],
+                                              kind=manifest["kind"])
+        metadata = manifest["metadata"]
+        try:
+            return resource.get(name=metadata["name"], namespace=metadata.get("namespace"))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def core(self) -> kube_client.CoreV1Api:
+        return kube_client.CoreV1Api(self.api_client)
+
+    def apps(self) -> kube_client.AppsV1Api:
+        return kube_client.AppsV1Api(self.api_client)
+
+    def batch(self) -> kube_client.BatchV1Api:
+        return kube_client.BatchV1Api(self.api_client)
+
+    def autoscaling(self) -> kube_client.AutoscalingV2Api:
+        return kube_client.AutoscalingV2Api(self.api_client)
+
+    def namespace_exists(self, namespace: str) -> bool:
+        try:
+            self.core().read_namespace(namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+
+def readiness(cluster: Cluster, rendering: Rendering) -> list[Readiness]:
+    """Each Deployment and StatefulSet rolled out at its replicas, each HPA at its floor."""
+    states = []
+    for manifest in rendering.manifests:
+        check = _CHECKS.get(manifest["kind"])
+        if check is None:
+            continue
+        live = cluster.read(manifest)
+        name = manifest["metadata"]["name"]
+        if live is None:
+            states.append(Readiness(manifest["kind"], name, False, "missing"))
+            continue
+        ready, detail = check(live.to_dict())
+        states.append(Readiness(manifest["kind"], name, ready, detail))
+    return states
+
+
+def _deployment(live: dict[str, Any]) -> tuple[bool, str]:
+    spec, status = live["spec"], live.get("status") or {}
+    desired = spec.get("replicas") or 0
+    observed = (status.get("observedGeneration") or 0) >= live["metadata"]["generation"]
+    updated = status.get("updatedReplicas") or 0
+    available = status.get("availableReplicas") or 0
+    total = status.get("replicas") or 0
+    return (observed and updated == desired == available == total,
+            f"{available}/{desired} available, {updated} updated, {total} in all")
+
+
+def _stateful_set(live: dict[str, Any]) -> tuple[bool, str]:
+    spec, status = live["spec"], live.get("status") or {}
+    desired = spec.get("replicas") or 0
+    observed = (status.get("observedGeneration") or 0) >= live["metadata"]["generation"]
+    ready = status.get("readyReplicas") or 0
+    rolled = status.get("currentRevision") == status.get("updateRevision")
+    return observed and rolled and ready == desired, f"{ready}/{desired} ready"
+
+
+def _autoscaler(live: dict[str, Any]) -> tuple[bool, str]:
+    floor = live["spec"].get("minReplicas") or 1
+    current = (live.get("status") or {}).get("currentReplicas") or 0
+    return current >= floor, f"{current} replicas, floor {floor}"
+
+
+_CHECKS = {"Deployment": _deployment, "StatefulSet": _stateful_set,
+           "HorizontalPodAutoscaler": _autoscaler}
