@@ -20,17 +20,22 @@ SIDECAR_SCRIPT = Path(__file__).resolve().parent / "sidecars" / "dispatcher_sync
 ACTIVE_SET = 1
 BACKUP_SET = 2
 GATEWAY_GROUP = 1
-# TLS 1.3 suites all use ephemeral (EC)DHE key exchange; the curve list pins it to ECDHE.
-TLS13_CIPHERS = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+# TLS 1.3 suites all use ephemeral (EC)DHE key exchange and are not set through
+# `ciphers_list` (an OpenSSL cipher list for TLS 1.2 and below: given 1.3 suite names, OpenSSL
+# refuses it and the TLS domain fails). The curve pins the key exchange to ECDHE.
 TLS_CURVE = "prime256v1"
+# Where the OpenSIPS image (opensips/Dockerfile, Debian packages) keeps its modules.
+IMAGE_MODULE_PATH = "/usr/lib/x86_64-linux-gnu/opensips/modules/"
 DB_TEXT_VERSIONS = {"dispatcher": 9, "load_balancer": 3}
 DISPATCHER_COLUMNS = (
     "id(int,auto) setid(int) destination(string) socket(string,null) state(int) "
     "probe_mode(int) weight(string) priority(int) attrs(string,null) description(string,null)"
 )
+# The db_text layouts of OpenSIPS 4.0.1 (scripts/dbtext/opensips/ in its source); a missing
+# column fails the module's init and OpenSIPS exits.
 LOAD_BALANCER_COLUMNS = (
     "id(int,auto) group_id(int) dst_uri(string) resources(string) probe_mode(int) "
-    "description(string)"
+    "attrs(string,null) description(string,null)"
 )
 # Statistics OpenSIPS exports to Prometheus (with the module's "opensips_" prefix).
 STATISTICS = {
@@ -69,7 +74,7 @@ def load_balancer_table(args: OpenSipsArgs) -> str:
     for index, gateway in enumerate(args.settings.media_gateways, start=1):
         uri = _escape(f"sip:{gateway.host}:{gateway.port}")
         # probe_mode 1: a disabled gateway is probed and comes back when it answers again.
-        rows.append(f"{index}:{GATEWAY_GROUP}:{uri}:channels={gateway.capacity}:1:"
+        rows.append(f"{index}:{GATEWAY_GROUP}:{uri}:channels={gateway.capacity}:1::"
                     f"{_escape(gateway.host)}")
     return _db_text_table(LOAD_BALANCER_COLUMNS, rows)
 
@@ -80,9 +85,11 @@ def version_table() -> str:
 
 
 def opensips_values(
-    args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str, listen_host: str = "*"
+    args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str, listen_host: str = "*",
+    module_path: str = IMAGE_MODULE_PATH,
 ) -> dict[str, Any]:
-    """Template values; `listen_host` is `*` in a pod, loopback in the SIP test harness."""
+    """Template values; `listen_host` is `*` in a pod, loopback in the SIP test harness, and
+    `module_path` the image's module folder there, the built one's in the tests."""
     settings = args.settings
     ports = settings.ports
     breaker = settings.circuit_breaker
@@ -98,6 +105,10 @@ def opensips_values(
                         "options": " allow_proxy_protocol"})
     return {
         "sockets": [{**socket, "host": listen_host} for socket in sockets],
+        "module_path": module_path,
+        # Prometheus and HAProxy's MI backend reach httpd over the pod address; the
+        # NetworkPolicy lets only those two in (stacks/platform.py::traffic_flows).
+        "http_listen": listen_host,
         "tls_enabled": args.features.sip_tls,
         "udp_workers": settings.udp_workers,
         "max_udp_workers": settings.max_udp_workers,
@@ -107,7 +118,6 @@ def opensips_values(
         "run_dir": run_dir,
         "tls_certificate": f"{tls_dir}/tls.crt",
         "tls_private_key": f"{tls_dir}/tls.key",
-        "tls_ciphers": TLS13_CIPHERS,
         "tls_curve": TLS_CURVE,
         "cachedb_url": f"redis:breaker://{args.dragonfly_host}:{args.dragonfly_port}/",
         "dispatcher_probe_seconds": settings.dispatcher_probe_seconds,
@@ -123,7 +133,9 @@ def opensips_values(
         "breaker_half_open_percent": breaker.half_open_percent,
         # Failures older than this no longer count towards opening the breaker.
         "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
-        "pike_requests": settings.pike_requests_per_second,
+        "flood_limit": settings.flood_protection.requests_per_second,
+        "trunk_flood_limit": settings.flood_protection.trunk_requests_per_second,
+        "trunk_cidrs": list(args.sip_peer_cidrs),
         "statistics": STATISTICS,
         "prometheus_prefix": PROMETHEUS_PREFIX,
     }

@@ -307,6 +307,18 @@ class MediaGateway(Model):
     capacity: Annotated[int, Field(ge=1)]
 
 
+class FloodProtection(Model):
+    """Requests per second one source address may send before OpenSIPS drops the excess.
+
+    The source is the caller's own address (on the PROXY sockets, the one HAProxy's header
+    carries). Interconnect partners send thousands of calls per second from a handful of
+    addresses, so a known trunk (an address in network.sipPeerCidrs) has a limit of its own.
+    """
+
+    requests_per_second: Annotated[int, Field(ge=1)] = 30
+    trunk_requests_per_second: Annotated[int, Field(ge=1)] = 5000
+
+
 class CircuitBreaker(Model):
     failure_threshold: Annotated[int, Field(ge=1)] = 5
     open_seconds: Annotated[int, Field(ge=1)] = 30
@@ -331,7 +343,7 @@ class OpenSipsConfig(Model):
     media_gateways: Annotated[list[MediaGateway], Field(min_length=1)]
     # Where the media gateways live, for the NetworkPolicy egress rule.
     media_gateway_cidrs: Annotated[list[Cidr], Field(min_length=1)]
-    pike_requests_per_second: Annotated[int, Field(ge=1)] = 30
+    flood_protection: FloodProtection = FloodProtection()
     # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
     udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
 

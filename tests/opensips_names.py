@@ -299,7 +299,8 @@ def check_config(text: str) -> Findings:
     for block in blocks:
         context = reached[f"{block.kind}:{block.name}"]
         masked = mask_strings(block.body)
-        for call in re.finditer(r"(?<![\w$.])([A-Za-z_][A-Za-z0-9_]*)\s*\(", masked):
+        # Not a call: `$avp(x)`, `$T.x(` and `$(avp(x){transformation})`.
+        for call in re.finditer(r"(?<![\w$.])(?<!\$\()([A-Za-z_][A-Za-z0-9_]*)\s*\(", masked):
             function = call.group(1)
             line = block.line + block.body.count("\n", 0, call.start())
             if function in STATEMENTS:

@@ -10,7 +10,7 @@ from stacks.render import Rendering
 from tests.opensips_names import REFERENCE, SHARED_REFERENCE, check_config
 
 REQUIRED_MODULES = {"proto_udp", "proto_tcp", "dispatcher", "load_balancer", "cachedb_redis",
-                    "dialog", "pike", "httpd", "mi_http", "prometheus", "tm", "rr", "maxfwd",
+                    "dialog", "ratelimit", "httpd", "mi_http", "prometheus", "tm", "rr", "maxfwd",
                     "sipmsgops", "statistics"}
 
 
@@ -35,8 +35,9 @@ BROKEN = [
      'modparam("dispatcher", "ds_ping_intervall", 5)', "has no parameter 'ds_ping_intervall'"),
     ('modparam("dispatcher", "ds_ping_interval", 5)',
      'modparam("dispatcher", "ds_ping_interval", "5")', "takes an integer"),
-    ('loadmodule "pike.so"', 'loadmodule "sanity.so"', "unknown module 'sanity'"),
-    ("!pike_check_req()", "!pike_check_req(1)", "pike_check_req() takes 0..0"),
+    ('loadmodule "ratelimit.so"', 'loadmodule "sanity.so"', "unknown module 'sanity'"),
+    ('!rl_check("caller:$avp(caller_ip)", $var(flood_limit), "TAILDROP")',
+     '!rl_check("caller:$avp(caller_ip)")', "rl_check() takes 2..3"),
     ("udp_workers =", "children =", "unknown core keyword 'children'"),
     ('record_route();', 'record_route();\n    t_set_fr(2);', "t_set_fr() is not exported"),
     ("allow_proxy_protocol", "accept_proxy", "unknown socket option 'accept_proxy'"),

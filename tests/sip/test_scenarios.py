@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sip.test_call_path import CALLER_ADDRESS, FRAUD_NUMBER, SCENARIOS, free_port
+from tests.sip.lab import CALLER_ADDRESS, FRAUD_NUMBER, SCENARIOS, free_port
 
 SIPP = shutil.which("sipp")
 pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp is not installed (sip-tester)")

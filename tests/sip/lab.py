@@ -1,0 +1,179 @@
+"""The real OpenSIPS 4.0.1 on loopback: the binary scripts/opensips built, a stack's own config
+rendered with its addresses moved to loopback, and the processes around it (Redis for the
+breaker state, SIPp stand-ins for the engines and gateways).
+
+There is no skip here: a missing binary is a failure that says to run the set-up.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from components.opensips import OpenSipsArgs
+from components.opensips_config import (
+    DISPATCHER_COLUMNS,
+    load_balancer_table,
+    opensips_values,
+    version_table,
+)
+from components.templating import render
+from stacks.config import MediaGateway
+from tests.conftest import REPO, rendering_of
+
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+CALLER_ADDRESS = "127.0.0.2"
+CLEAN_NUMBER = "+2348031234567"
+FRAUD_NUMBER = "+2349000000001"
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    assert found, f"{name} is not installed: run ./scripts/setup"
+    return found
+
+
+@cache
+def opensips_binary() -> str:
+    answer = subprocess.run([REPO / "scripts" / "opensips", "bin"], capture_output=True,
+                            text=True, check=False)
+    assert answer.returncode == 0, f"OpenSIPS is not built: {answer.stderr.strip()}"
+    return answer.stdout.strip()
+
+
+@cache
+def opensips_modules() -> str:
+    answer = subprocess.run([REPO / "scripts" / "opensips", "modules"], capture_output=True,
+                            text=True, check=True)
+    return answer.stdout.strip() + "/"
+
+
+def sipp() -> str:
+    return _tool("sipp")
+
+
+def redis_server() -> str:
+    return _tool("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port}")
+
+
+def listening_tcp_ports() -> set[int]:
+    """Ports something listens on, without connecting (a bare connect to a TLS socket is a
+    failed handshake in OpenSIPS's log)."""
+    listed = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in listed.splitlines() if line}
+
+
+@dataclass
+class Ports:
+    sip: int = field(default_factory=free_port)
+    tls: int = field(default_factory=free_port)
+    proxy: int = field(default_factory=free_port)
+    proxy_tls: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    engine: int = field(default_factory=free_port)
+    gateway: int = field(default_factory=free_port)
+    redis: int = field(default_factory=free_port)
+
+
+def dispatcher_table(engine_ports: list[int], setid: int = 1) -> str:
+    rows = [f"{index}:{setid}:sip\\:127.0.0.1\\:{port}::0:0:1:0::engine{index}"
+            for index, port in enumerate(engine_ports, start=1)]
+    return "\n".join([DISPATCHER_COLUMNS, *rows]) + "\n"
+
+
+def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, Path] | None,
+                    engine_ports: list[int] | None = None) -> Path:
+    """`stack`'s OpenSIPS config, as its component renders it, with every address on loopback,
+    free ports, the built modules, and its tables and certificates in `directory`."""
+    config = rendering_of(stack).config
+    settings = config.opensips.model_copy(update={
+        "ports": config.opensips.ports.model_copy(update={
+            "sip_udp": ports.sip, "sip_tcp": ports.sip, "sip_tls": ports.tls,
+            "proxy_tcp": ports.proxy, "proxy_tls": ports.proxy_tls, "http": ports.http}),
+        "media_gateways": [MediaGateway(host="127.0.0.1", port=ports.gateway, capacity=10)],
+    })
+    features = config.features.model_copy(update={"sip_tls": tls is not None})
+    args = OpenSipsArgs(
+        namespace="lab", instance="lab", settings=settings, features=features,
+        priority_class="lab", node_topology_key="n", zone_topology_key="z",
+        acm_engine_domain="engine.lab.invalid", acm_engine_backup_domain=None,
+        acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
+        sidecar_image=config.opensips.dispatcher_sync_image,
+        sip_peer_cidrs=["127.0.0.0/8"], tls_certificate="", tls_private_key="",
+    )
+    db_dir = directory / "db"
+    db_dir.mkdir(exist_ok=True)
+    (db_dir / "load_balancer").write_text(load_balancer_table(args))
+    (db_dir / "version").write_text(version_table())
+    (db_dir / "dispatcher").write_text(dispatcher_table(engine_ports or [ports.engine]))
+    tls_dir = directory / "tls"
+    if tls is not None:
+        tls_dir.mkdir(exist_ok=True)
+        shutil.copy(tls[0], tls_dir / "tls.crt")
+        shutil.copy(tls[1], tls_dir / "tls.key")
+    values = opensips_values(args, str(tls_dir), str(db_dir), str(directory),
+                             listen_host="127.0.0.1", module_path=opensips_modules())
+    path = directory / "opensips.cfg"
+    path.write_text(render("opensips.cfg.j2", **values))
+    return path
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`opensips -C`: the full check, function parameters included (`-c` skips those)."""
+    return subprocess.run([opensips_binary(), "-C", "-f", str(path)], capture_output=True,
+                          text=True, check=False, cwd=path.parent, timeout=30)
+
+
+@dataclass
+class Processes:
+    log: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        self.running[name] = process
+        return process
+
+    def stop(self, name: str) -> None:
+        process = self.running.pop(name)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+    def start_redis(self, port: int) -> None:
+        self.start("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"])
+        wait_for_port(port)
+
+    def start_opensips(self, name: str, config: Path) -> subprocess.Popen[bytes]:
+        return self.start(name, [opensips_binary(), "-F", "-f", str(config)])

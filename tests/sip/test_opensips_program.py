@@ -1,0 +1,101 @@
+"""Every stack's OpenSIPS config meets the real OpenSIPS 4.0.1: `opensips -C` on the config as
+rendered for the cluster, then a real start of the same stack's config on loopback that stays
+up, listens on every socket, and serves its metrics."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import trustme
+
+from components.opensips_config import IMAGE_MODULE_PATH
+from stacks.stack_files import STACKS
+from tests.conftest import rendering_of
+from tests.sip.lab import (
+    Ports,
+    Processes,
+    check_config,
+    listening_tcp_ports,
+    loopback_config,
+    opensips_binary,
+    opensips_modules,
+    wait_for_port,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    authority = trustme.CA()
+    issued = authority.issue_cert("opensips.lab.invalid")
+    directory = tmp_path_factory.mktemp("tls")
+    issued.private_key_pem.write_to_path(directory / "tls.key")
+    issued.cert_chain_pems[0].write_to_path(directory / "tls.crt")
+    return directory / "tls.crt", directory / "tls.key"
+
+
+def test_the_binary_is_opensips_4_0_1() -> None:
+    import subprocess
+
+    version = subprocess.run([opensips_binary(), "-V"], capture_output=True, text=True,
+                             check=True).stdout
+    assert "opensips 4.0.1" in version
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_rendered_config_passes_the_full_check(stack: str, tmp_path: Path) -> None:
+    rendered = rendering_of(stack).rendered_files()["opensips.cfg"]
+    assert f'mpath = "{IMAGE_MODULE_PATH}"' in rendered
+    # Only the module folder differs from what the pod reads: the image's is not here.
+    path = tmp_path / "opensips.cfg"
+    path.write_text(rendered.replace(IMAGE_MODULE_PATH, opensips_modules()))
+    checked = check_config(path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_stacks_config_starts_and_stays_up(stack: str, tmp_path: Path,
+                                               certificate: tuple[Path, Path]) -> None:
+    ports = Ports()
+    tls = certificate if rendering_of(stack).config.features.sip_tls else None
+    config = loopback_config(stack, tmp_path, ports, tls)
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start_redis(ports.redis)
+        opensips = processes.start_opensips("opensips", config)
+        wait_for_port(ports.http)
+        expected = {ports.sip, ports.proxy, ports.http} | (
+            {ports.tls, ports.proxy_tls} if tls else set())
+        # Errors such as a missing db_text column or a cipher list OpenSSL refuses end the
+        # process after start-up, some of them with status 0: it must still run.
+        time.sleep(3)
+        log = (tmp_path / "processes.log").read_text(errors="replace")
+        assert opensips.poll() is None, log[-3000:]
+        assert expected <= listening_tcp_ports()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/metrics",
+                                    timeout=5) as answer:
+            metrics = answer.read().decode()
+        assert "opensips_acm_calls_total" in metrics
+        assert " ERROR:" not in log, log[-3000:]
+    finally:
+        processes.stop_all()
+
+
+def test_db_text_tables_have_the_layout_of_opensips_4_0_1() -> None:
+    from components.opensips_config import (
+        DB_TEXT_VERSIONS,
+        DISPATCHER_COLUMNS,
+        LOAD_BALANCER_COLUMNS,
+    )
+
+    upstream = Path(opensips_binary()).parents[1] / "share" / "opensips" / "dbtext" / "opensips"
+    for table, columns in (("dispatcher", DISPATCHER_COLUMNS),
+                           ("load_balancer", LOAD_BALANCER_COLUMNS)):
+        assert (upstream / table).read_text().splitlines()[0].strip() == columns, table
+    versions = dict(line.split(":") for line in (upstream / "version").read_text().splitlines()[1:]
+                    if line)
+    assert {table: int(versions[table]) for table in DB_TEXT_VERSIONS} == DB_TEXT_VERSIONS
