@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from components import kube
 from components.opensips_config import OpenSipsFiles, opensips_files
 from components.workload import DeploymentSpec, managed_deployment, service
-from stacks.config import Features, OpenSipsConfig
+from stacks.config import Features, OpenSipsConfig, opensips_memory_mib
 
 CONFIG_DIR = "/etc/opensips"
 TLS_DIR = "/etc/opensips/tls"
@@ -68,10 +68,15 @@ class OpenSipsCluster(pulumi.ComponentResource):
             opts=child,
         )
         ports = settings.ports
+        shared_mib, private_mib = opensips_memory_mib(
+            settings.resources.limits.memory, settings.max_udp_workers, settings.tcp_workers)
         opensips_container = {
             "name": "opensips",
             "image": settings.image,
-            "command": ["opensips", "-F", "-f", f"{CONFIG_DIR}/opensips.cfg"],
+            # Memory sized from the container's limit (validated in the stack config): with
+            # the 32 MiB default, shared memory ran out far below the limit and the HPA.
+            "command": ["opensips", "-F", "-f", f"{CONFIG_DIR}/opensips.cfg",
+                        "-m", str(shared_mib), "-M", str(private_mib)],
             "ports": [
                 {"name": "sip-udp", "container_port": ports.sip_udp, "protocol": "UDP"},
                 {"name": "sip-tcp", "container_port": ports.sip_tcp, "protocol": "TCP"},

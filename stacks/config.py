@@ -262,6 +262,15 @@ class HealthCheck(Model):
     fall: Annotated[int, Field(ge=1, le=10)] = 3
 
 
+# Descriptors HAProxy keeps beyond two per connection: listeners, health checks of every
+# server slot, resolvers, the stats socket (measured: 42 for the prod config).
+HAPROXY_SPARE_FILES = 1000
+
+
+def haproxy_open_files(max_connections: int) -> int:
+    return 2 * max_connections + HAPROXY_SPARE_FILES
+
+
 class HaproxyConfig(Model):
     image: ImageRef
     replicas: Annotated[int, Field(ge=1)]
@@ -270,12 +279,22 @@ class HaproxyConfig(Model):
     ports: HaproxyPorts = HaproxyPorts()
     health_check: HealthCheck = HealthCheck()
     max_connections: Annotated[int, Field(ge=100)] = 20000
-    # Source addresses allowed to reach the SIP frontends; interconnect partners in prod.
+    # The open-files limit the cluster's container runtime gives a pod (Kubernetes has no
+    # setting for it). HAProxy needs two descriptors per connection and exits at start-up
+    # when the limit is lower ("Cannot raise FD limit").
+    open_files_limit: Annotated[int, Field(ge=1024)] = 65536
     service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] = "LoadBalancer"
 
     @model_validator(mode="after")
     def _pdb_below_replicas(self) -> Self:
         _require_disruption_below(self.replicas, self.pdb, "replicas")
+        needed = haproxy_open_files(self.max_connections)
+        if needed > self.open_files_limit:
+            raise ValueError(
+                f"maxConnections {self.max_connections} needs about {needed} open files (two "
+                f"per connection, plus listeners and health checks), more than openFilesLimit "
+                f"{self.open_files_limit}: HAProxy would exit at start-up; lower "
+                "maxConnections or state the pods' real limit")
         return self
 
 
@@ -325,6 +344,23 @@ class CircuitBreaker(Model):
     half_open_percent: Percent = 10
 
 
+# OpenSIPS memory, from the container's limit. Shared memory holds transactions, dialogs and
+# the dispatcher/load_balancer state (about 0.21 MiB per call per second, measured); each
+# process has private memory of its own. Started with the 32 MiB default, a pod ran out at
+# about 130 calls per second while using a fraction of its limit.
+OPENSIPS_PRIVATE_MIB = 8
+OPENSIPS_HELPER_PROCESSES = 8  # main, timers, TCP main, httpd and module helpers (measured: 6)
+OPENSIPS_LIMIT_PERCENT = 90  # the rest of the limit is the runtime's and the kernel's
+OPENSIPS_MIN_SHARED_MIB = 256
+
+
+def opensips_memory_mib(limit: str, udp_processes: int, tcp_processes: int) -> tuple[int, int]:
+    """(shared, private per process) MiB for `opensips -m/-M` under a memory limit."""
+    processes = udp_processes + tcp_processes + OPENSIPS_HELPER_PROCESSES
+    budget = int(parse_quantity(limit) * OPENSIPS_LIMIT_PERCENT / 100) // (1024 * 1024)
+    return budget - processes * OPENSIPS_PRIVATE_MIB, OPENSIPS_PRIVATE_MIB
+
+
 class OpenSipsConfig(Model):
     image: ImageRef
     # Python image of the dispatcher-sync sidecar (stdlib only).
@@ -356,6 +392,15 @@ class OpenSipsConfig(Model):
             raise ValueError(
                 f"maxUdpWorkers {self.max_udp_workers} is below udpWorkers {self.udp_workers}"
             )
+        shared, private = opensips_memory_mib(self.resources.limits.memory,
+                                              self.max_udp_workers, self.tcp_workers)
+        if shared < OPENSIPS_MIN_SHARED_MIB:
+            processes = self.max_udp_workers + self.tcp_workers + OPENSIPS_HELPER_PROCESSES
+            raise ValueError(
+                f"resources.limits.memory {self.resources.limits.memory} leaves {shared} MiB of "
+                f"shared memory once {processes} processes have {private} MiB each; OpenSIPS "
+                f"needs at least {OPENSIPS_MIN_SHARED_MIB} MiB (about 0.21 MiB per call per "
+                "second): raise the limit or lower maxUdpWorkers/tcpWorkers")
         return self
 
 

@@ -83,6 +83,10 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      "acmEngine.backupReplicas is below 1"),
     ("prod", SET, "opensips.maxUdpWorkers", 2, "acm-platform:opensips:",
      "maxUdpWorkers 2 is below udpWorkers 8"),
+    ("prod", SET, "opensips.resources.limits.memory", "512Mi", "acm-platform:opensips:",
+     "resources.limits.memory 512Mi leaves 204 MiB of shared memory once 32 processes"),
+    ("prod", SET, "haproxy.openFilesLimit", 20000, "acm-platform:haproxy:",
+     "maxConnections 20000 needs about 41000 open files"),
 ]
 
 

@@ -60,3 +60,39 @@ def test_server_slots_cover_the_hpa_maximum(prod: Rendering) -> None:
     config = prod.rendered_files()["haproxy.cfg"]
     slots = {int(n) for n in re.findall(r"server-template opensips (\d+) ", config)}
     assert slots == {prod.config.opensips.autoscaling.max_replicas}
+
+
+def _on_loopback(config: str) -> str:
+    """The rendered config with every bind on a free loopback port and no admin socket."""
+    from tests.sip.lab import free_port
+
+    moved = re.sub(r"bind :\d+", lambda _: f"bind 127.0.0.1:{free_port()}", config)
+    return moved.replace("stats socket", "# stats socket")
+
+
+def _run_under_open_files_limit(config: str, limit: int, directory: Path
+                                ) -> subprocess.CompletedProcess[str] | None:
+    """Start HAProxy under `prlimit --nofile=limit`; None if it was still up after 2 s."""
+    path = directory / "haproxy.cfg"
+    path.write_text(config)
+    process = subprocess.Popen(["prlimit", f"--nofile={limit}:{limit}", HAPROXY, "-db", "-f",
+                                str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        output, _ = process.communicate(timeout=2)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        process.communicate(timeout=10)
+        return None
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+
+def test_haproxy_starts_under_the_open_files_limit_the_stack_states(
+        local: Rendering, tmp_path: Path) -> None:
+    settings = local.config.haproxy
+    config = _on_loopback(local.rendered_files()["haproxy.cfg"])
+    assert f"maxconn {settings.max_connections}" in config
+    assert _run_under_open_files_limit(config, settings.open_files_limit, tmp_path) is None
+    # Below what maxconn needs, HAProxy exits at start-up: what the validation prevents.
+    ended = _run_under_open_files_limit(config, 2 * settings.max_connections - 1, tmp_path)
+    assert ended is not None and "Cannot raise FD limit" in ended.stdout, ended

@@ -104,19 +104,21 @@ def dispatcher_table(engine_ports: list[int], setid: int = 1) -> str:
 
 
 def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, Path] | None,
-                    engine_ports: list[int] | None = None) -> Path:
+                    engine_ports: list[int] | None = None, **settings: object) -> Path:
     """`stack`'s OpenSIPS config, as its component renders it, with every address on loopback,
-    free ports, the built modules, and its tables and certificates in `directory`."""
+    free ports, the built modules, and its tables and certificates in `directory`; keyword
+    arguments replace OpenSIPS settings of the stack (e.g. dispatcher_probe_seconds=1)."""
     config = rendering_of(stack).config
-    settings = config.opensips.model_copy(update={
+    opensips = config.opensips.model_copy(update={
         "ports": config.opensips.ports.model_copy(update={
             "sip_udp": ports.sip, "sip_tcp": ports.sip, "sip_tls": ports.tls,
             "proxy_tcp": ports.proxy, "proxy_tls": ports.proxy_tls, "http": ports.http}),
         "media_gateways": [MediaGateway(host="127.0.0.1", port=ports.gateway, capacity=10)],
+        **settings,
     })
     features = config.features.model_copy(update={"sip_tls": tls is not None})
     args = OpenSipsArgs(
-        namespace="lab", instance="lab", settings=settings, features=features,
+        namespace="lab", instance="lab", settings=opensips, features=features,
         priority_class="lab", node_topology_key="n", zone_topology_key="z",
         acm_engine_domain="engine.lab.invalid", acm_engine_backup_domain=None,
         acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
@@ -175,5 +177,31 @@ class Processes:
                              "--save", "", "--appendonly", "no"])
         wait_for_port(port)
 
-    def start_opensips(self, name: str, config: Path) -> subprocess.Popen[bytes]:
-        return self.start(name, [opensips_binary(), "-F", "-f", str(config)])
+    def start_opensips(self, name: str, config: Path,
+                       memory_mib: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
+        sizes = ["-m", str(memory_mib[0]), "-M", str(memory_mib[1])] if memory_mib else []
+        return self.start(name, [opensips_binary(), "-F", "-f", str(config), *sizes])
+
+
+def mi(http_port: int, method: str, params: object = None) -> object:
+    """One JSON-RPC call to OpenSIPS's HTTP MI on loopback."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
+                       **({"params": params} if params is not None else {})}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/mi", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read())["result"]
+
+
+def statistic(http_port: int, name: str) -> int:
+    """A statistic as the prometheus module exports it (`opensips_<name>`)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(f"opensips_{name} "):
+                return int(float(line.split()[1]))
+    raise KeyError(name)

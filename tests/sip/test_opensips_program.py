@@ -20,6 +20,7 @@ from tests.sip.lab import (
     check_config,
     listening_tcp_ports,
     loopback_config,
+    mi,
     opensips_binary,
     opensips_modules,
     wait_for_port,
@@ -61,12 +62,17 @@ def test_the_rendered_config_passes_the_full_check(stack: str, tmp_path: Path) -
 def test_the_stacks_config_starts_and_stays_up(stack: str, tmp_path: Path,
                                                certificate: tuple[Path, Path]) -> None:
     ports = Ports()
-    tls = certificate if rendering_of(stack).config.features.sip_tls else None
+    rendering = rendering_of(stack)
+    tls = certificate if rendering.config.features.sip_tls else None
     config = loopback_config(stack, tmp_path, ports, tls)
+    # The pod's own command line: the memory sizes the component derived from the limit.
+    command = rendering.get("Deployment", "opensips")["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    shared_mib, private_mib = (int(command[command.index(flag) + 1]) for flag in ("-m", "-M"))
     processes = Processes(tmp_path / "processes.log")
     try:
         processes.start_redis(ports.redis)
-        opensips = processes.start_opensips("opensips", config)
+        opensips = processes.start_opensips("opensips", config, (shared_mib, private_mib))
         wait_for_port(ports.http)
         expected = {ports.sip, ports.proxy, ports.http} | (
             {ports.tls, ports.proxy_tls} if tls else set())
@@ -81,6 +87,8 @@ def test_the_stacks_config_starts_and_stays_up(stack: str, tmp_path: Path,
             metrics = answer.read().decode()
         assert "opensips_acm_calls_total" in metrics
         assert " ERROR:" not in log, log[-3000:]
+        sizes = mi(ports.http, "get_statistics", {"statistics": ["total_size"]})
+        assert sizes == {"shmem:total_size": shared_mib * 1024 * 1024}
     finally:
         processes.stop_all()
 
@@ -99,3 +107,53 @@ def test_db_text_tables_have_the_layout_of_opensips_4_0_1() -> None:
     versions = dict(line.split(":") for line in (upstream / "version").read_text().splitlines()[1:]
                     if line)
     assert {table: int(versions[table]) for table in DB_TEXT_VERSIONS} == DB_TEXT_VERSIONS
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_memory_follows_the_containers_limit(stack: str) -> None:
+    from stacks.config import opensips_memory_mib
+    from stacks.quantities import parse_quantity
+
+    settings = rendering_of(stack).config.opensips
+    command = rendering_of(stack).get("Deployment", "opensips")["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    shared, private = int(command[command.index("-m") + 1]), int(command[command.index("-M") + 1])
+    assert (shared, private) == opensips_memory_mib(settings.resources.limits.memory,
+                                                    settings.max_udp_workers,
+                                                    settings.tcp_workers)
+    processes = settings.max_udp_workers + settings.tcp_workers + 8
+    limit_mib = float(parse_quantity(settings.resources.limits.memory)) / 2**20
+    assert 256 <= shared and shared + processes * private <= limit_mib * 0.9
+
+
+def test_sip_tls_accepts_tls_1_3_only(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    import socket
+    import ssl
+
+    ports = Ports()
+    config = loopback_config("prod", tmp_path, ports, certificate)
+    processes = Processes(tmp_path / "processes.log")
+
+    def handshake(version: ssl.TLSVersion) -> str:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the server's identity is not what this tests
+        context.minimum_version = context.maximum_version = version
+        with socket.create_connection(("127.0.0.1", ports.tls), timeout=5) as raw, \
+                context.wrap_socket(raw) as tls:
+            return str(tls.version())
+
+    try:
+        processes.start_redis(ports.redis)
+        processes.start_opensips("opensips", config)
+        wait_for_port(ports.http)
+        deadline = time.monotonic() + 10
+        while ports.tls not in listening_tcp_ports():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert handshake(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+        for older in (ssl.TLSVersion.TLSv1_2,):
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                handshake(older)
+    finally:
+        processes.stop_all()

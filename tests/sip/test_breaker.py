@@ -1,0 +1,89 @@
+"""The shared circuit breaker under the real OpenSIPS: two proxies on one Redis, an engine that
+answers every screening request with 500. The breaker must open after exactly the configured
+number of failed calls (each engine failure counted once, whichever proxy saw it), and then
+both proxies complete calls unscreened and count them."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rendering_of
+from tests.sip.lab import (
+    CALLER_ADDRESS,
+    CLEAN_NUMBER,
+    SCENARIOS,
+    Ports,
+    Processes,
+    free_port,
+    loopback_config,
+    redis_server,
+    sipp,
+    statistic,
+    wait_for_port,
+)
+
+pytestmark = pytest.mark.slow
+PROBE_SECONDS = 1
+
+
+def redis_get(port: int, key: str) -> str:
+    cli = redis_server().replace("redis-server", "redis-cli")
+    return subprocess.run([cli, "-p", str(port), "--raw", "GET", key], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def call(port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i", CALLER_ADDRESS,
+         "-p", str(free_port()), "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
+         f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
+        tmp_path: Path) -> None:
+    threshold = rendering_of("local").config.opensips.circuit_breaker.failure_threshold
+    first, second = Ports(), Ports()
+    second.redis, second.engine, second.gateway = first.redis, first.engine, first.gateway
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start_redis(first.redis)
+        processes.start("engine", [
+            sipp(), "-sf", str(SCENARIOS / "acm_engine_failing.xml"), "-i", "127.0.0.1",
+            "-p", str(first.engine), "-nostdin"])
+        processes.start("gateway", [
+            sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i", "127.0.0.1",
+            "-p", str(first.gateway), "-nostdin"])
+        for name, ports in (("a", first), ("b", second)):
+            directory = tmp_path / name
+            directory.mkdir()
+            config = loopback_config("local", directory, ports, tls=None,
+                                     dispatcher_probe_seconds=PROBE_SECONDS)
+            processes.start_opensips(name, config)
+            wait_for_port(ports.sip)
+        time.sleep(PROBE_SECONDS + 0.5)
+
+        for failed in range(1, threshold + 1):
+            proxy = first if failed % 2 else second
+            result = call(proxy.sip)
+            # Fail-open: the caller never notices the engine's failure.
+            assert result.returncode == 0, result.stdout + result.stderr
+            if failed < threshold:
+                assert redis_get(first.redis, "acm:breaker:failures") == str(failed)
+                assert redis_get(first.redis, "acm:breaker:open") == ""
+            # The engine is back in the set at the next probe round.
+            time.sleep(PROBE_SECONDS + 0.5)
+        assert redis_get(first.redis, "acm:breaker:open") == "1"
+
+        before = {name: statistic(p.http, "acm_unscreened_calls_total")
+                  for name, p in (("a", first), ("b", second))}
+        for ports in (first, second):
+            assert call(ports.sip).returncode == 0
+        after = {name: statistic(p.http, "acm_unscreened_calls_total")
+                 for name, p in (("a", first), ("b", second))}
+        assert {name: after[name] - before[name] for name in after} == {"a": 1, "b": 1}
+    finally:
+        processes.stop_all()
