@@ -123,7 +123,7 @@ def test_memory_follows_the_containers_limit(stack: str) -> None:
                                                     settings.tcp_workers)
     processes = settings.max_udp_workers + settings.tcp_workers + 8
     limit_mib = float(parse_quantity(settings.resources.limits.memory)) / 2**20
-    assert 256 <= shared and shared + processes * private <= limit_mib * 0.9
+    assert shared >= 256 and shared + processes * private <= limit_mib * 0.9
 
 
 def test_sip_tls_accepts_tls_1_3_only(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
