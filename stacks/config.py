@@ -222,6 +222,11 @@ def _require_disruption_below(floor: int, disruption: Disruption, floor_key: str
 # --- platform parts ---------------------------------------------------------------------
 
 
+class ImageBuild(Model):
+    # Registry host and path the stack pushes an image it builds to (docker login done by CI).
+    registry: Annotated[str, Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")]
+
+
 class KubernetesSettings(Model):
     # The provider's identity: without it a changed kubeconfig replaces the provider and every
     # resource of the stack with it (topology spec, "Known traps").
@@ -362,7 +367,9 @@ def opensips_memory_mib(limit: str, udp_processes: int, tcp_processes: int) -> t
 
 
 class OpenSipsConfig(Model):
+    # Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile.
     image: ImageRef
+    image_build: ImageBuild | None = None
     # Python image of the dispatcher-sync sidecar (stdlib only).
     dispatcher_sync_image: ImageRef
     resources: Resources
@@ -531,11 +538,6 @@ class ComplianceReports(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-
-class ImageBuild(Model):
-    # Registry host and path the stack pushes the job image to (docker login done by CI).
-    registry: Annotated[str, Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")]
 
 
 class ComplianceConfig(Model):

@@ -31,7 +31,7 @@ from components.datastores import (
 )
 from components.foundation import FoundationArgs, PlatformFoundation
 from components.haproxy import HaproxyArgs, HaproxyTier
-from components.job_image import build_job_image
+from components.job_image import OPENSIPS_IMAGE, build_image, build_job_image
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
 from components.network import Cidrs, Flow
 from components.opensips import OpenSipsArgs, OpenSipsCluster
@@ -168,10 +168,17 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, database_secret]),
     )
+    opensips_settings = config.opensips
+    opensips_built: list[pulumi.Resource] = []
+    if config.opensips.image_build is not None:
+        opensips_image, reference = build_image("opensips-image", OPENSIPS_IMAGE,
+                                                config.opensips.image_build.registry)
+        opensips_settings = config.opensips.model_copy(update={"image": reference})
+        opensips_built = [opensips_image]
     opensips = OpenSipsCluster(
         "opensips",
         OpenSipsArgs(
-            settings=config.opensips, features=config.features,
+            settings=opensips_settings, features=config.features,
             acm_engine_domain=acm_engine.sip_domain,
             acm_engine_backup_domain=acm_engine.backup_sip_domain,
             acm_engine_port=acm_engine.sip_port, dragonfly_host=dragonfly.host,
@@ -181,7 +188,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             tls_certificate=config.secrets.sip_tls_certificate,
             tls_private_key=config.secrets.sip_tls_private_key, **sip_path,
         ),
-        opts=in_namespace,
+        opts=pulumi.ResourceOptions(provider=provider,
+                                    depends_on=[foundation, *opensips_built]),
     )
     haproxy = HaproxyTier(
         "haproxy",
