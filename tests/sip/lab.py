@@ -53,6 +53,15 @@ def opensips_modules() -> str:
     return answer.stdout.strip() + "/"
 
 
+def failing_engine(directory: Path, status: int) -> Path:
+    """The failing engine scenario answering `status` (SIPp checks a status when it loads a
+    scenario, so a placeholder cannot stand for it)."""
+    path = directory / f"acm_engine_failing_{status}.xml"
+    path.write_text((SCENARIOS / "acm_engine_failing.xml").read_text().replace(
+        "SIP/2.0 STATUS", f"SIP/2.0 {status}"))
+    return path
+
+
 def sipp() -> str:
     return _tool("sipp")
 
@@ -97,14 +106,19 @@ class Ports:
     redis: int = field(default_factory=free_port)
 
 
-def dispatcher_table(engine_ports: list[int], setid: int = 1) -> str:
+def dispatcher_table(engine_ports: list[int], backup_ports: list[int] | None = None) -> str:
+    """The table dispatcher-sync writes: set 1 the active engines, set 2 the standby ones."""
+    destinations = [(1, port) for port in engine_ports] + [(2, port) for port in
+                                                           backup_ports or []]
     rows = [f"{index}:{setid}:sip\\:127.0.0.1\\:{port}::0:0:1:0::engine{index}"
-            for index, port in enumerate(engine_ports, start=1)]
+            for index, (setid, port) in enumerate(destinations, start=1)]
     return "\n".join([DISPATCHER_COLUMNS, *rows]) + "\n"
 
 
 def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, Path] | None,
-                    engine_ports: list[int] | None = None, **settings: object) -> Path:
+                    engine_ports: list[int] | None = None,
+                    backup_ports: list[int] | None = None,
+                    gateway_ports: list[int] | None = None, **settings: object) -> Path:
     """`stack`'s OpenSIPS config, as its component renders it, with every address on loopback,
     free ports, the built modules, and its tables and certificates in `directory`; keyword
     arguments replace OpenSIPS settings of the stack (e.g. dispatcher_probe_seconds=1)."""
@@ -113,14 +127,16 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         "ports": config.opensips.ports.model_copy(update={
             "sip_udp": ports.sip, "sip_tcp": ports.sip, "sip_tls": ports.tls,
             "proxy_tcp": ports.proxy, "proxy_tls": ports.proxy_tls, "http": ports.http}),
-        "media_gateways": [MediaGateway(host="127.0.0.1", port=ports.gateway, capacity=10)],
+        "media_gateways": [MediaGateway(host="127.0.0.1", port=port, capacity=10)
+                           for port in gateway_ports or [ports.gateway]],
         **settings,
     })
     features = config.features.model_copy(update={"sip_tls": tls is not None})
     args = OpenSipsArgs(
         namespace="lab", instance="lab", settings=opensips, features=features,
         priority_class="lab", node_topology_key="n", zone_topology_key="z",
-        acm_engine_domain="engine.lab.invalid", acm_engine_backup_domain=None,
+        acm_engine_domain="engine.lab.invalid",
+        acm_engine_backup_domain="standby.lab.invalid" if backup_ports else None,
         acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
         sidecar_image=config.opensips.dispatcher_sync_image,
         sip_peer_cidrs=["127.0.0.0/8"], tls_certificate="", tls_private_key="",
@@ -129,7 +145,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
     db_dir.mkdir(exist_ok=True)
     (db_dir / "load_balancer").write_text(load_balancer_table(args))
     (db_dir / "version").write_text(version_table())
-    (db_dir / "dispatcher").write_text(dispatcher_table(engine_ports or [ports.engine]))
+    (db_dir / "dispatcher").write_text(dispatcher_table(engine_ports or [ports.engine],
+                                                        backup_ports))
     tls_dir = directory / "tls"
     if tls is not None:
         tls_dir.mkdir(exist_ok=True)

@@ -18,6 +18,7 @@ from tests.sip.lab import (
     SCENARIOS,
     Ports,
     Processes,
+    failing_engine,
     free_port,
     loopback_config,
     redis_server,
@@ -52,7 +53,7 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
     try:
         processes.start_redis(first.redis)
         processes.start("engine", [
-            sipp(), "-sf", str(SCENARIOS / "acm_engine_failing.xml"), "-i", "127.0.0.1",
+            sipp(), "-sf", str(failing_engine(tmp_path, 500)), "-i", "127.0.0.1",
             "-p", str(first.engine), "-nostdin"])
         processes.start("gateway", [
             sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i", "127.0.0.1",
@@ -74,8 +75,8 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
             if failed < threshold:
                 assert redis_get(first.redis, "acm:breaker:failures") == str(failed)
                 assert redis_get(first.redis, "acm:breaker:open") == ""
-            # The engine is back in the set at the next probe round.
-            time.sleep(PROBE_SECONDS + 0.5)
+            # The engine is back in the set after the next probe round (every second).
+            time.sleep(2 * PROBE_SECONDS + 0.5)
         assert redis_get(first.redis, "acm:breaker:open") == "1"
 
         before = {name: statistic(p.http, "acm_unscreened_calls_total")
