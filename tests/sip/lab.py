@@ -118,7 +118,8 @@ def dispatcher_table(engine_ports: list[int], backup_ports: list[int] | None = N
 def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, Path] | None,
                     engine_ports: list[int] | None = None,
                     backup_ports: list[int] | None = None,
-                    gateway_ports: list[int] | None = None, **settings: object) -> Path:
+                    gateway_ports: list[int] | None = None,
+                    peer_cidrs: tuple[str, ...] = ("127.0.0.0/8",), **settings: object) -> Path:
     """`stack`'s OpenSIPS config, as its component renders it, with every address on loopback,
     free ports, the built modules, and its tables and certificates in `directory`; keyword
     arguments replace OpenSIPS settings of the stack (e.g. dispatcher_probe_seconds=1)."""
@@ -127,7 +128,7 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         "ports": config.opensips.ports.model_copy(update={
             "sip_udp": ports.sip, "sip_tcp": ports.sip, "sip_tls": ports.tls,
             "proxy_tcp": ports.proxy, "proxy_tls": ports.proxy_tls, "http": ports.http}),
-        "media_gateways": [MediaGateway(host="127.0.0.1", port=port, capacity=10)
+        "media_gateways": [MediaGateway(host="127.0.0.1", port=port, capacity=1000)
                            for port in gateway_ports or [ports.gateway]],
         **settings,
     })
@@ -139,7 +140,7 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         acm_engine_backup_domain="standby.lab.invalid" if backup_ports else None,
         acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
         sidecar_image=config.opensips.dispatcher_sync_image,
-        sip_peer_cidrs=["127.0.0.0/8"], tls_certificate="", tls_private_key="",
+        sip_peer_cidrs=list(peer_cidrs), tls_certificate="", tls_private_key="",
     )
     db_dir = directory / "db"
     db_dir.mkdir(exist_ok=True)
