@@ -86,7 +86,7 @@ def version_table() -> str:
 
 def opensips_values(
     args: OpenSipsArgs, tls_dir: str, db_dir: str, run_dir: str, listen_host: str = "*",
-    module_path: str = IMAGE_MODULE_PATH,
+    module_path: str = IMAGE_MODULE_PATH, http_listen: str | None = None,
 ) -> dict[str, Any]:
     """Template values; `listen_host` is `*` in a pod, loopback in the SIP test harness, and
     `module_path` the image's module folder there, the built one's in the tests."""
@@ -108,7 +108,7 @@ def opensips_values(
         "module_path": module_path,
         # Prometheus and HAProxy's MI backend reach httpd over the pod address; the
         # NetworkPolicy lets only those two in (stacks/platform.py::traffic_flows).
-        "http_listen": listen_host,
+        "http_listen": http_listen or listen_host,
         "tls_enabled": args.features.sip_tls,
         "udp_workers": settings.udp_workers,
         "max_udp_workers": settings.max_udp_workers,

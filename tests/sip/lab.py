@@ -119,7 +119,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
                     engine_ports: list[int] | None = None,
                     backup_ports: list[int] | None = None,
                     gateway_ports: list[int] | None = None,
-                    peer_cidrs: tuple[str, ...] = ("127.0.0.0/8",), **settings: object) -> Path:
+                    peer_cidrs: tuple[str, ...] = ("127.0.0.0/8",), http_address: str | None = None,
+                    **settings: object) -> Path:
     """`stack`'s OpenSIPS config, as its component renders it, with every address on loopback,
     free ports, the built modules, and its tables and certificates in `directory`; keyword
     arguments replace OpenSIPS settings of the stack (e.g. dispatcher_probe_seconds=1)."""
@@ -154,7 +155,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         shutil.copy(tls[0], tls_dir / "tls.crt")
         shutil.copy(tls[1], tls_dir / "tls.key")
     values = opensips_values(args, str(tls_dir), str(db_dir), str(directory),
-                             listen_host="127.0.0.1", module_path=opensips_modules())
+                             listen_host="127.0.0.1", module_path=opensips_modules(),
+                             http_listen=http_address)
     path = directory / "opensips.cfg"
     path.write_text(render("opensips.cfg.j2", **values))
     return path

@@ -157,3 +157,28 @@ def test_sip_tls_accepts_tls_1_3_only(tmp_path: Path, certificate: tuple[Path, P
                 handshake(older)
     finally:
         processes.stop_all()
+
+
+def test_metrics_are_served_on_the_pod_address(tmp_path: Path) -> None:
+    import urllib.error
+
+    # In the pod httpd binds every address ("*"): Prometheus and HAProxy reach it on the pod
+    # IP, the dispatcher-sync sidecar on 127.0.0.1. Here a second loopback address stands in
+    # for the pod IP (tests listen on loopback only).
+    assert 'modparam("httpd", "ip", "*")' in rendering_of("prod").rendered_files()["opensips.cfg"]
+    pod_address = "127.0.0.3"
+    ports = Ports()
+    config = loopback_config("local", tmp_path, ports, None, http_address=pod_address)
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start_redis(ports.redis)
+        processes.start_opensips("opensips", config)
+        wait_for_port(ports.http, host=pod_address)
+        with urllib.request.urlopen(f"http://{pod_address}:{ports.http}/metrics",
+                                    timeout=5) as answer:
+            assert "opensips_acm_calls_total" in answer.read().decode()
+        # Bound where it was told: the old default (127.0.0.1 only) would fail above.
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/metrics", timeout=2)
+    finally:
+        processes.stop_all()
