@@ -147,8 +147,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
     db_dir.mkdir(exist_ok=True)
     (db_dir / "load_balancer").write_text(load_balancer_table(args))
     (db_dir / "version").write_text(version_table())
-    (db_dir / "dispatcher").write_text(dispatcher_table(engine_ports or [ports.engine],
-                                                        backup_ports))
+    engines = engine_ports if engine_ports is not None else [ports.engine]
+    (db_dir / "dispatcher").write_text(dispatcher_table(engines, backup_ports))
     tls_dir = directory / "tls"
     if tls is not None:
         tls_dir.mkdir(exist_ok=True)

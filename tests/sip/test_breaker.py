@@ -88,3 +88,67 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
         assert {name: after[name] - before[name] for name in after} == {"a": 1, "b": 1}
     finally:
         processes.stop_all()
+
+
+def redis_set(port: int, key: str, value: str) -> None:
+    cli = redis_server().replace("redis-server", "redis-cli")
+    subprocess.run([cli, "-p", str(port), "SET", key, value], capture_output=True, check=True)
+
+
+def many_calls(port: int, count: int) -> None:
+    subprocess.run(
+        [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i", CALLER_ADDRESS,
+         "-p", str(free_port()), "-r", "50", "-m", str(count), "-timeout", "30s", "-nostdin",
+         f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=90, check=False)
+
+
+def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path) -> None:
+    share = rendering_of("local").config.opensips.circuit_breaker.half_open_percent
+    calls = 300
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        # 1. No engine in the set: every trial finds none and goes out unscreened, so the
+        #    breaker stays half-open and the trials can be counted.
+        idle = Ports()
+        processes.start_redis(idle.redis)
+        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
+                                    "127.0.0.1", "-p", str(idle.gateway), "-nostdin"])
+        (tmp_path / "idle").mkdir()
+        config = loopback_config("local", tmp_path / "idle", idle, None, engine_ports=[])
+        processes.start_opensips("idle", config)
+        wait_for_port(idle.sip)
+        redis_set(idle.redis, "acm:breaker:half_open", "1")
+        many_calls(idle.sip, calls)
+        log = (tmp_path / "processes.log").read_text(errors="replace")
+        trials = log.count("HALF_OPEN: trial call")
+        expected = calls * share / 100
+        # Binomial: within about three standard deviations of the configured share.
+        spread = 3 * (calls * share / 100 * (1 - share / 100)) ** 0.5
+        assert expected - spread <= trials <= expected + spread, trials
+        assert statistic(idle.http, "acm_unscreened_calls_total") == calls
+        processes.stop_all()
+
+        # 2. A healthy engine: the first trial that reaches it closes the breaker, and from
+        #    then on every call is screened.
+        ports = Ports()
+        processes.start_redis(ports.redis)
+        processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
+                                   "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
+        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
+                                    "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
+        (tmp_path / "healthy").mkdir()
+        processes.start_opensips("healthy",
+                                 loopback_config("local", tmp_path / "healthy", ports, None))
+        wait_for_port(ports.sip)
+        time.sleep(1)
+        redis_set(ports.redis, "acm:breaker:half_open", "1")
+        deadline = time.monotonic() + 60
+        while redis_get(ports.redis, "acm:breaker:half_open"):
+            assert time.monotonic() < deadline, "no trial closed the breaker"
+            assert call(ports.sip).returncode == 0
+        screened_before = statistic(ports.http, "acm_unscreened_calls_total")
+        for _ in range(5):
+            assert call(ports.sip).returncode == 0
+        assert statistic(ports.http, "acm_unscreened_calls_total") == screened_before
+    finally:
+        processes.stop_all()
