@@ -166,6 +166,18 @@ def test_proxy_protocol_ports_accept_only_haproxy(prod: Rendering) -> None:
         assert rule["from"] == [{"podSelector": {"matchLabels": haproxy_selector}}]
 
 
+def test_the_opensips_http_port_accepts_only_haproxy_and_prometheus(prod: Rendering) -> None:
+    # httpd listens on the pod address (metrics and the MI): the NetworkPolicy is what keeps
+    # the unauthenticated MI from everyone but HAProxy's management backend and Prometheus.
+    policy = prod.get("NetworkPolicy", "flows-opensips")["spec"]
+    http = prod.config.opensips.ports.http
+    sources = [peer for rule in policy["ingress"] if http in {p["port"] for p in rule["ports"]}
+               for peer in rule["from"]]
+    assert sorted(sources, key=str) == sorted(
+        [{"podSelector": {"matchLabels": kube.HAPROXY.selector("prod")}},
+         {"podSelector": {"matchLabels": kube.PROMETHEUS.selector("prod")}}], key=str)
+
+
 def test_namespace_is_default_deny(any_stack: Rendering) -> None:
     policy = any_stack.get("NetworkPolicy", "default-deny")["spec"]
     assert policy == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}

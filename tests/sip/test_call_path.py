@@ -27,6 +27,7 @@ from tests.sip.lab import (
     free_port,
     loopback_config,
     sipp,
+    statistic,
     wait_for_port,
 )
 
@@ -81,9 +82,11 @@ def test_clean_call_completes(lab: Lab) -> None:
     assert "CSeq: 2 BYE" in lab.messages("gateway")
 
 
-def test_fraud_call_is_declined(lab: Lab) -> None:
+def test_fraud_call_is_declined_and_counted(lab: Lab) -> None:
     result = lab.call(FRAUD_NUMBER, "caller_declined.xml")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert statistic(lab.ports.http, "acm_fraud_detected_total") == 1
+    assert "INVITE sip:" not in (lab.directory / "gateway-messages.log").read_text()
 
 
 def test_calls_complete_unscreened_when_the_engine_is_gone(lab: Lab) -> None:
