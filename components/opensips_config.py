@@ -112,6 +112,8 @@ def opensips_values(
         "tls_enabled": args.features.sip_tls,
         "udp_workers": settings.udp_workers,
         "max_udp_workers": settings.max_udp_workers,
+        # OpenSIPS refuses a profile whose floor equals its ceiling: fixed workers then.
+        "udp_autoscale": settings.max_udp_workers > settings.udp_workers,
         "tcp_workers": settings.tcp_workers,
         "http_port": ports.http,
         "db_url": f"text://{db_dir}",

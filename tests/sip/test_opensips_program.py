@@ -182,3 +182,15 @@ def test_metrics_are_served_on_the_pod_address(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/metrics", timeout=2)
     finally:
         processes.stop_all()
+
+
+@pytest.mark.parametrize(("udp_workers", "max_udp_workers"), [(2, 4), (4, 4)])
+def test_udp_workers_scale_by_the_profile_or_stay_fixed(tmp_path: Path, udp_workers: int,
+                                                         max_udp_workers: int) -> None:
+    config = loopback_config("local", tmp_path, Ports(), None, udp_workers=udp_workers,
+                             max_udp_workers=max_udp_workers)
+    text = config.read_text()
+    uses_profile = "use_auto_scaling_profile PROFILE_SIP" in text
+    assert uses_profile == (max_udp_workers > udp_workers)
+    checked = check_config(config)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
