@@ -141,8 +141,9 @@ def ramp(name: str, config: Path, ports: Ports, rates: list[int], seconds: int,
         for rate in rates:
             step = run_rate(ports.sip, ports.http, main.pid, rate, seconds, work)
             steps.append(step)
+            cpu_ms = 1000 * step.cpu_seconds / max(1, step.calls)
             print(f"  {name:9} {rate:5d} CPS: {step.failed:5d}/{step.calls:6d} failed "
-                  f"({100 * step.failed_share:.2f} %), CPU {1000 * step.cpu_seconds / max(1, step.calls):.3f} ms/call, "
+                  f"({100 * step.failed_share:.2f} %), CPU {cpu_ms:.3f} ms/call, "
                   f"shared memory max {step.shared_used_mib:.1f} MiB", flush=True)
             if step.failed_share > 0.01:
                 break  # well past the knee
