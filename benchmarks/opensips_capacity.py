@@ -161,8 +161,11 @@ def best(steps: list[Step]) -> Step | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--rates", default="500,1000,1500,2000,2500,3000,3500")
+    parser.add_argument("--rates", default="1000,2000,3000,3500,4000,5000,6000,7000,8000")
+    parser.add_argument("--paths", default="relay,screened",
+                        help="which of relay,screened to ramp")
     options = parser.parse_args()
+    paths = options.paths.split(",")
     rates = [int(r) for r in options.rates.split(",")]
     if shutil.which("sipp") is None:
         print("sipp is not installed: run scripts/setup")
@@ -182,9 +185,9 @@ def main() -> int:
         print(f"OpenSIPS 4.0.1, -m {SHARED_MIB} -M {PRIVATE_MIB}, 4 UDP workers, "
               f"{options.seconds} s per rate, {os.cpu_count()} cores shared with SIPp")
         relay = ramp("relay", relay_config, relay_ports, rates, options.seconds, work,
-                     engine=False)
+                     engine=False) if "relay" in paths else []
         screened = ramp("screened", screened_config, screened_ports, rates, options.seconds,
-                        work, engine=True)
+                        work, engine=True) if "screened" in paths else []
     top_relay, top_screened = best(relay), best(screened)
     print()
     for name, top in (("plain relay", top_relay), ("screened", top_screened)):
