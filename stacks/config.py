@@ -8,10 +8,13 @@ program before a single resource is registered.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
+from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -94,45 +97,80 @@ def _storage(text: str) -> str:
 
 _CRON_FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 6))
 _CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
-
-
-def _cron_field_values(field: str, low: int, high: int) -> set[int]:
-    values: set[int] = set()
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"step {step_text!r} must be at least 1")
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            start_text, end_text = base.split("-", 1)
-            start, end = int(start_text), int(end_text)
-        else:
-            start = end = int(base)
-        if not (low <= start <= high and low <= end <= high and start <= end):
-            raise ValueError(f"{part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return values
+# A year no schedule is looked at from: whether an expression ever fires does not depend on it.
+_CRON_PROBE_START = datetime(2026, 1, 1)
 
 
 def cron_fields(expression: str) -> list[set[int]]:
-    """The values each of the five cron fields matches (minute, hour, dom, month, dow)."""
+    """The values each of the five cron fields matches (minute, hour, dom, month, dow), read by
+    croniter (names such as MON-FRI or JAN included); ValueError naming the bad field."""
     fields = expression.split()
     if len(fields) != 5:
-        raise ValueError(f"{expression!r} must have 5 fields (minute hour dom month dow)")
+        raise ValueError(f"{expression!r} must have 5 fields (minute hour day-of-month month "
+                         "day-of-week)")
+    try:
+        expanded, _ = croniter.expand(expression)
+    except (CroniterBadCronError, ValueError):
+        for index, (field, name) in enumerate(zip(fields, _CRON_NAMES, strict=True)):
+            probe = ["*"] * 5
+            probe[index] = field
+            if not croniter.is_valid(" ".join(probe)):
+                low, high = _CRON_FIELD_RANGES[index]
+                raise ValueError(f"{expression!r}: {name} field {field!r} is not valid (numbers "
+                                 f"{low}-{high}, ranges, lists, steps"
+                                 f"{', or names' if index >= 3 else ''})") from None
+        raise ValueError(f"{expression!r} is not a cron schedule") from None
     result = []
-    for field, (low, high), name in zip(fields, _CRON_FIELD_RANGES, _CRON_NAMES, strict=True):
-        try:
-            result.append(_cron_field_values(field, low, high))
-        except ValueError as error:
-            raise ValueError(f"{expression!r}: {name} field {error}") from None
+    for values, (low, high) in zip(expanded, _CRON_FIELD_RANGES, strict=True):
+        if values == ["*"]:
+            result.append(set(range(low, high + 1)))
+        else:
+            result.append({int(value) % 7 if high == 6 else int(value) for value in values})
     return result
 
 
 def _cron(expression: str) -> str:
     cron_fields(expression)
+    try:
+        croniter(expression, _CRON_PROBE_START).get_next(datetime)
+    except CroniterBadDateError:
+        raise ValueError(f"{expression!r} never runs: no date matches it (such as the 31st of "
+                         "a month that has 30 days or fewer)") from None
     return expression
+
+
+def _network(text: str) -> str:
+    try:
+        if "/" not in text:
+            raise ValueError("no prefix length")
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as error:
+        raise ValueError(f"{text!r} is not a network in CIDR form such as 198.51.100.0/24 "
+                         f"({error})") from None
+    return str(network)
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _host(text: str) -> str:
+    """A hostname (RFC 1123 labels) or an IP address, nothing around it."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if not text or len(text) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"{text!r} is not a host name or IP address (letters, digits and "
+                         "hyphens in dot-separated labels; no scheme, port, path or spaces)")
+    return text
+
+
+def _license(text: str) -> str:
+    if not re.fullmatch(r"[A-Z0-9-]{3,32}", text):
+        raise ValueError(f"{text!r} is not an NCC licence number: 3 to 32 capital letters, "
+                         "digits or hyphens")
+    return text
 
 
 ImageRef = Annotated[str, AfterValidator(_pinned_image)]
@@ -140,12 +178,12 @@ CpuQuantity = Annotated[str, AfterValidator(_cpu)]
 MemoryQuantity = Annotated[str, AfterValidator(_memory)]
 StorageQuantity = Annotated[str, AfterValidator(_storage)]
 CronSchedule = Annotated[str, AfterValidator(_cron)]
+Network = Annotated[str, AfterValidator(_network)]
+Host = Annotated[str, AfterValidator(_host)]
+LicenseNumber = Annotated[str, AfterValidator(_license)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Percent = Annotated[int, Field(ge=1, le=100)]
 DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-Cidr = Annotated[
-    str, Field(pattern=r"^(?:[0-9]{1,3}\.){3}[0-9]{1,3}/(?:[0-9]|[12][0-9]|3[0-2])$")
-]
 
 
 # --- shared building blocks -------------------------------------------------------------
@@ -211,6 +249,17 @@ class Storage(Model):
     storage_class: DnsLabel | None = None
 
 
+def _require_distinct_ports(ports: Mapping[str, int]) -> None:
+    """Every TCP port of a component (its container and its Services) is a different number."""
+    seen: dict[int, str] = {}
+    for key, port in ports.items():
+        if port in seen:
+            raise ValueError(f"{key} and {seen[port]} both use TCP port {port}: each port of a "
+                             "component needs its own number (a container and a Service cannot "
+                             "serve two things on one port)")
+        seen[port] = key
+
+
 def _require_disruption_below(floor: int, disruption: Disruption, floor_key: str) -> None:
     if disruption.min_available >= floor:
         raise ValueError(
@@ -242,7 +291,7 @@ class KubernetesSettings(Model):
 
 class NetworkSettings(Model):
     # Interconnect partners allowed to send SIP (the source address is fraud evidence).
-    sip_peer_cidrs: Annotated[list[Cidr], Field(min_length=1)]
+    sip_peer_cidrs: Annotated[list[Network], Field(min_length=1)]
 
 
 class Features(Model):
@@ -259,6 +308,13 @@ class HaproxyPorts(Model):
     stats: Port = 8404
     health: Port = 8405
     metrics: Port = 8406
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        _require_distinct_ports({"sipTcp": self.sip_tcp, "sipTls": self.sip_tls,
+                                 "management": self.management, "stats": self.stats,
+                                 "health": self.health, "metrics": self.metrics})
+        return self
 
 
 class HealthCheck(Model):
@@ -314,18 +370,14 @@ class OpenSipsPorts(Model):
 
     @model_validator(mode="after")
     def _distinct_tcp_ports(self) -> Self:
-        tcp = {"sipTcp": self.sip_tcp, "sipTls": self.sip_tls, "proxyTcp": self.proxy_tcp,
-               "proxyTls": self.proxy_tls, "http": self.http}
-        seen: dict[int, str] = {}
-        for key, port in tcp.items():
-            if port in seen:
-                raise ValueError(f"{key} and {seen[port]} both use TCP port {port}")
-            seen[port] = key
+        _require_distinct_ports({"sipTcp": self.sip_tcp, "sipTls": self.sip_tls,
+                                 "proxyTcp": self.proxy_tcp, "proxyTls": self.proxy_tls,
+                                 "http": self.http})
         return self
 
 
 class MediaGateway(Model):
-    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9.-]+$")]
+    host: Host
     port: Port = 5060
     # load_balancer capacity: concurrent calls this gateway takes.
     capacity: Annotated[int, Field(ge=1)]
@@ -385,7 +437,7 @@ class OpenSipsConfig(Model):
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     media_gateways: Annotated[list[MediaGateway], Field(min_length=1)]
     # Where the media gateways live, for the NetworkPolicy egress rule.
-    media_gateway_cidrs: Annotated[list[Cidr], Field(min_length=1)]
+    media_gateway_cidrs: Annotated[list[Network], Field(min_length=1)]
     flood_protection: FloodProtection = FloodProtection()
     # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
     udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
@@ -395,6 +447,13 @@ class OpenSipsConfig(Model):
         _require_disruption_below(
             self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
         )
+        gateways = [(g.host.lower(), g.port) for g in self.media_gateways]
+        repeated = sorted({f"{host}:{port}" for host, port in gateways
+                           if gateways.count((host, port)) > 1})
+        if repeated:
+            raise ValueError(f"mediaGateways lists {', '.join(repeated)} more than once: "
+                             "load_balancer would count its channels twice; list each gateway "
+                             "once with its whole capacity")
         if self.max_udp_workers < self.udp_workers:
             raise ValueError(
                 f"maxUdpWorkers {self.max_udp_workers} is below udpWorkers {self.udp_workers}"
@@ -425,6 +484,7 @@ class AcmEngineConfig(Model):
         _require_disruption_below(
             self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
         )
+        _require_distinct_ports({"httpPort": self.http_port, "sipPort": self.sip_port})
         return self
 
 
@@ -470,6 +530,11 @@ class ClickHouseConfig(Model):
     storage: Storage
     http_port: Port = 8123
     native_port: Port = 9000
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        _require_distinct_ports({"httpPort": self.http_port, "nativePort": self.native_port})
+        return self
 
 
 class PrometheusConfig(Model):
@@ -545,11 +610,11 @@ class ComplianceConfig(Model):
     image: ImageRef
     image_build: ImageBuild | None = None
     resources: Resources
-    license_number: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
+    license_number: LicenseNumber
     ncc_environment: Literal["sandbox", "production"]
     # Regulator endpoints, for the job's NetworkPolicy egress.
-    ncc_egress_cidrs: Annotated[list[Cidr], Field(min_length=1)]
-    sftp_host: str
+    ncc_egress_cidrs: Annotated[list[Network], Field(min_length=1)]
+    sftp_host: Host
     sftp_port: Port = 22
     sftp_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] = "acm"
     sftp_directory: Annotated[str, Field(pattern=r"^/")] = "/incoming"

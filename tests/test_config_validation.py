@@ -57,7 +57,35 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
     ("prod", SET, "compliance.reports.daily.schedule", "30 5 * *",
      "compliance.reports.daily.schedule", "must have 5 fields"),
     ("prod", SET, "network.sipPeerCidrs", ["10.0.0.0/33"], "network.sipPeerCidrs[0]",
-     "should match pattern"),
+     "is not a network in CIDR form"),
+    ("prod", SET, "network.sipPeerCidrs", ["999.51.100.0/24"], "network.sipPeerCidrs[0]",
+     "is not a network in CIDR form"),
+    ("prod", SET, "network.sipPeerCidrs", ["198.51.100.7/24"], "network.sipPeerCidrs[0]",
+     "has host bits set"),
+    ("prod", SET, "opensips.mediaGatewayCidrs", ["192.0.2.0"], "opensips.mediaGatewayCidrs[0]",
+     "198.51.100.0/24"),
+    ("prod", SET, "compliance.sftpHost", "", "compliance.sftpHost",
+     "is not a host name or IP address"),
+    ("prod", SET, "compliance.sftpHost", "sftp.ncc.gov.ng ", "compliance.sftpHost",
+     "no scheme, port, path or spaces"),
+    ("prod", SET, "compliance.sftpHost", "https://sftp.ncc.gov.ng", "compliance.sftpHost",
+     "is not a host name or IP address"),
+    ("prod", SET, "opensips.mediaGateways.0.host", "mgw1..example.ng",
+     "opensips.mediaGateways[0].host", "is not a host name or IP address"),
+    ("prod", SET, "compliance.licenseNumber", "ncc/acm-01", "compliance.licenseNumber",
+     "3 to 32 capital letters, digits or hyphens"),
+    ("prod", SET, "compliance.reports.monthly.schedule", "0 16 31 2 *",
+     "compliance.reports.monthly.schedule", "never runs"),
+    ("prod", SET, "compliance.reports.weekly.schedule", "0 11 * * FUNDAY",
+     "compliance.reports.weekly.schedule", "day of week field 'FUNDAY' is not valid"),
+    ("prod", SET, "haproxy.ports.management", 8404, "acm-platform:haproxy.ports:",
+     "stats and management both use TCP port 8404"),
+    ("prod", SET, "acmEngine.httpPort", 5060, "acm-platform:acmEngine:",
+     "sipPort and httpPort both use TCP port 5060"),
+    ("prod", SET, "clickhouse.nativePort", 8123, "acm-platform:clickhouse:",
+     "nativePort and httpPort both use TCP port 8123"),
+    ("prod", SET, "opensips.mediaGateways.1.host", "mgw1.interconnect.example.ng",
+     "acm-platform:opensips:", "lists mgw1.interconnect.example.ng:5060 more than once"),
     ("prod", SET, "opensips.autoscaling.targetCpuPercent", 0,
      "opensips.autoscaling.targetCpuPercent", "greater than or equal to 1"),
     ("prod", SET, "opensips.autoscaling.scaleUp.policies.0.type", "Nodes",
@@ -118,8 +146,20 @@ def test_bad_config_is_rejected_with_its_key_path(
     assert "nothing was deployed" in message
 
 
-def test_at_least_twenty_distinct_bad_inputs_are_covered() -> None:
-    assert len({(case[2], repr(case[3])) for case in BAD_INPUTS}) >= 20
+def test_at_least_forty_five_distinct_bad_inputs_are_covered() -> None:
+    assert len({(case[2], repr(case[3])) for case in BAD_INPUTS}) >= 45
+
+
+def test_schedules_are_read_by_croniter_names_included() -> None:
+    from stacks.config import cron_fields
+
+    values, secret_keys = stack_values("prod")
+    set_path(values, "compliance.reports.weekly.schedule", "0 11 * * MON")
+    set_path(values, "compliance.reports.incidents.schedule", "*/5 * * * MON-FRI")
+    config = load_stack_config("prod", values, secret_keys)
+    assert config.compliance.reports.weekly.schedule == "0 11 * * MON"
+    assert cron_fields("*/5 * * * MON-FRI")[4] == {1, 2, 3, 4, 5}
+    assert cron_fields("0 0 * * 7")[4] == {0}  # Sunday written as 7
 
 
 def test_several_problems_are_reported_together() -> None:
