@@ -25,12 +25,45 @@ def secret_placeholder(key: str) -> str:
     return f"<secret {PROJECT}:{key}>"
 
 
+class _StackFileLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently; the Pulumi CLI refuses such a file too)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"the key {key!r} is written twice (first on line {seen[key]}); "
+                            "keep one",
+                    problem_mark=key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(path: Path, stack: str) -> Any:
+    try:
+        return yaml.load(path.read_text(), Loader=_StackFileLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"{path.name} line {mark.line + 1}, column {mark.column + 1}" if mark else path.name
+        problem = str(error.problem or error)
+        if "'\\t'" in problem:
+            problem = "a tab character: YAML indents with spaces only"
+        raise StackConfigError(stack, [("(stack)", f"{where}: {problem}")]) from None
+    except yaml.YAMLError as error:
+        raise StackConfigError(stack, [("(stack)", f"{path.name}: not valid YAML ({error})")]
+                               ) from None
+
+
 def read_stack_file(stack: str, root: Path = ROOT) -> tuple[dict[str, Any], frozenset[str]]:
     """The stack's values, with every secret as its placeholder."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.exists():
         raise StackConfigError(stack, [("(stack)", f"no stack file {path.name}")])
-    document = yaml.safe_load(path.read_text()) or {}
+    document = _load_yaml(path, stack) or {}
     if not isinstance(document, dict):
         raise StackConfigError(stack, [("(stack)", f"{path.name} is not a YAML mapping")])
     return decode_stack_values(stack, document.get("config") or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +196,25 @@ def test_valid_stacks_load() -> None:
         values, secret_keys = stack_values(stack)
         config = load_stack_config(stack, values, secret_keys)
         assert config.environment == stack
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("    replicas: 3\n", "\treplicas: 3\n"),
+     "Pulumi.prod.yaml line 13, column 1: a tab character: YAML indents with spaces only"),
+    (("  acm-platform:namespace: acm\n",
+      "  acm-platform:namespace: acm\n  acm-platform:environment: prod\n"),
+     "Pulumi.prod.yaml line 5, column 3: the key 'acm-platform:environment' is written twice "
+     "(first on line 3)"),
+    (("    replicas: 3\n", "    replicas: 3\n    replicas: 4\n"),
+     "Pulumi.prod.yaml line 14, column 5: the key 'replicas' is written twice (first on line 13)"),
+], ids=["tab", "top-level key twice", "nested key twice"])
+def test_a_stack_file_that_is_not_clean_yaml_is_named_with_its_line(
+        edit: tuple[str, str], expected: str, tmp_path: Path) -> None:
+    from stacks.stack_files import ROOT, read_stack_file
+
+    text = (ROOT / "Pulumi.prod.yaml").read_text()
+    assert edit[0] in text
+    (tmp_path / "Pulumi.prod.yaml").write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(StackConfigError) as caught:
+        read_stack_file("prod", tmp_path)
+    assert expected in str(caught.value)
