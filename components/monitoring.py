@@ -18,6 +18,7 @@ from stacks.config import MonitoringConfig
 
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
+GRAFANA_ADMIN_DIR = "/etc/grafana/admin"
 # Metrics the platform's parts export, by role; the alert rules and dashboards use only these.
 METRICS = {
     "breaker_open": exported_metric("breaker_open"),
@@ -174,10 +175,12 @@ class Monitoring(pulumi.ComponentResource):
             "image": grafana.image,
             "ports": [{"name": "http", "container_port": GRAFANA_PORT, "protocol": "TCP"}],
             "env": [
-                {"name": "GF_SECURITY_ADMIN_USER", "value_from": {"secret_key_ref": {
-                    "name": "grafana-admin", "key": "admin-user"}}},
-                {"name": "GF_SECURITY_ADMIN_PASSWORD", "value_from": {"secret_key_ref": {
-                    "name": "grafana-admin", "key": "admin-password"}}},
+                # Credentials as files from the Secret, not environment variables (which
+                # leak into process listings, crash dumps and `kubectl describe`).
+                {"name": "GF_SECURITY_ADMIN_USER__FILE",
+                 "value": f"{GRAFANA_ADMIN_DIR}/admin-user"},
+                {"name": "GF_SECURITY_ADMIN_PASSWORD__FILE",
+                 "value": f"{GRAFANA_ADMIN_DIR}/admin-password"},
                 {"name": "GF_PATHS_PROVISIONING", "value": "/etc/grafana/provisioning"},
                 {"name": "GF_ANALYTICS_REPORTING_ENABLED", "value": "false"},
                 {"name": "GF_ANALYTICS_CHECK_FOR_UPDATES", "value": "false"},
@@ -195,13 +198,16 @@ class Monitoring(pulumi.ComponentResource):
                  "read_only": True},
                 {"name": "data", "mount_path": "/var/lib/grafana"},
                 {"name": "tmp", "mount_path": "/tmp"},
+                {"name": "admin", "mount_path": GRAFANA_ADMIN_DIR, "read_only": True},
             ],
         }
         spec = DeploymentSpec(
             part=kube.GRAFANA, namespace=args.namespace, instance=args.instance,
             containers=[container], priority_class=args.priority_class,
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
-            replicas=1, uid=472,
+            # The platform's high UID, not the image's 472 (a low UID can collide with a
+            # host account); the volumes are writable through fsGroup.
+            replicas=1, uid=kube.DEFAULT_UID,
             volumes=[
                 {"name": "datasources", "config_map": {
                     "name": self.grafana_provisioning.name,
@@ -212,6 +218,8 @@ class Monitoring(pulumi.ComponentResource):
                 {"name": "dashboards", "config_map": {"name": self.grafana_dashboards.name}},
                 {"name": "data", "empty_dir": {"size_limit": "1Gi"}},
                 {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
+                {"name": "admin", "secret": {"secret_name": "grafana-admin",
+                                             "default_mode": 0o440}},
             ],
             config_hash=kube.content_hash({"provisioning": self.grafana_provisioning.hash,
                                            "dashboards": self.grafana_dashboards.hash}),

@@ -134,6 +134,17 @@ def pinned_images(resource: Resource, config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def image_digests(resource: Resource, config: Mapping[str, Any]) -> list[str]:
+    """Names every image pinned by tag only: a tag can be moved, a digest cannot. Advisory in
+    the committed enforcement files (digests cannot be looked up here, and are never
+    invented); a team that records them makes it mandatory."""
+    spec = pod_spec(resource)
+    return [f"container {container.get('name')}: image {container.get('image')!r} has no "
+            "@sha256 digest (pin it as name:tag@sha256:...)"
+            for container in (containers(spec) if spec is not None else ())
+            if "@sha256:" not in str(container.get("image", ""))]
+
+
 def pod_security(resource: Resource, config: Mapping[str, Any]) -> list[str]:
     spec = pod_spec(resource)
     if spec is None:
@@ -368,6 +379,8 @@ RESOURCE_RULES: dict[str, tuple[str, ResourceRule]] = {
                             "limit at least its request.", requests_and_limits),
     "pinned-images": ("Images are pinned by tag or digest, never :latest or untagged.",
                       pinned_images),
+    "image-digests": ("Images carry their @sha256 digest: a tag can be moved, a digest "
+                      "cannot.", image_digests),
     "pod-security": ("Non-root, unprivileged, no privilege escalation, read-only root unless "
                      "allow-listed, only NET_ADMIN/NET_RAW and only on OpenSIPS, no host "
                      "network, PID, IPC or paths.", pod_security),

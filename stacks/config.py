@@ -78,6 +78,14 @@ def _pinned_image(reference: str) -> str:
     return reference
 
 
+def _tag_version(reference: str) -> tuple[int, int] | None:
+    """(major, minor) of an image whose tag starts with a version (`4.0.1`, `3.4.9-acm1`)."""
+    match = _IMAGE.match(reference)
+    tag = match["tag"] if match else None
+    version = re.match(r"^v?(\d+)\.(\d+)", tag or "")
+    return (int(version[1]), int(version[2])) if version else None
+
+
 def _cpu(text: str) -> str:
     parse_quantity(text)
     return text
@@ -447,6 +455,12 @@ class OpenSipsConfig(Model):
         _require_disruption_below(
             self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
         )
+        version = _tag_version(self.image)
+        if version is not None and version < (4, 0):
+            raise ValueError(
+                f"image {self.image!r} is OpenSIPS {version[0]}.{version[1]}: the config "
+                "accepts HAProxy's PROXY protocol on its sockets (allow_proxy_protocol), which "
+                "OpenSIPS has from 4.0 on; use a 4.0 image")
         gateways = [(g.host.lower(), g.port) for g in self.media_gateways]
         repeated = sorted({f"{host}:{port}" for host, port in gateways
                            if gateways.count((host, port)) > 1})

@@ -254,3 +254,17 @@ def test_secrets_never_reach_the_render(prod: Rendering) -> None:
     for config_map in prod.objects("ConfigMap"):
         for text in config_map["data"].values():
             assert "PRIVATE KEY" not in text
+
+
+def test_grafana_reads_its_credentials_from_files_and_runs_as_a_high_uid(prod: Rendering) -> None:
+    pod = prod.get("Deployment", "grafana")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env and "GF_SECURITY_ADMIN_USER" not in env
+    assert not [e for e in container["env"] if "valueFrom" in e]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"]["value"] == f"{mounts['admin']}/admin-password"
+    assert env["GF_SECURITY_ADMIN_USER__FILE"]["value"] == f"{mounts['admin']}/admin-user"
+    volume = next(v for v in pod["volumes"] if v["name"] == "admin")
+    assert volume["secret"] == {"secretName": "grafana-admin", "defaultMode": 0o440}
+    assert pod["securityContext"]["runAsUser"] >= 10000
