@@ -753,6 +753,14 @@ def load_stack_config(
             ):
                 problems.append((path, message))
         raise StackConfigError(stack, problems) from None
+    # Contents, where the values are real (the engine decrypted them); the offline render's
+    # placeholders (`<secret acm-platform:KEY>`) are left alone.
+    real = {key: str(value) for key, value in secrets.items()
+            if value != f"<secret {PROJECT}:{key}>"}
+    if real:
+        from stacks.secret_contents import secret_problems
+
+        problems += secret_problems(real)
     if problems:
         raise StackConfigError(stack, problems)
     if config.environment != stack and not (stack.startswith(config.environment + "-")):

@@ -1,0 +1,93 @@
+"""What can be checked of the secret settings without ever printing them.
+
+Runs where the values are real (the Pulumi engine decrypted them for `preview`/`up`); the
+offline render holds placeholders and skips these checks. Every message names the key and
+says what is wrong in words; none contains the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import paramiko
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+
+def _private_key(text: str) -> PrivateKeyTypes:
+    data = text.encode()
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return serialization.load_ssh_private_key(data, password=None)
+
+
+def _public_der(key: object) -> bytes:
+    public = key.public_key()  # type: ignore[attr-defined]
+    der: bytes = public.public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
+    return der
+
+
+def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
+                    ) -> list[tuple[str, str]]:
+    """(key, problem) for each secret setting whose content cannot be right."""
+    now = now or datetime.now(UTC)
+    problems: list[tuple[str, str]] = []
+    for key, value in secrets.items():
+        if not value.strip():
+            problems.append((key, "is empty: set the real value with `pulumi config set "
+                                  f"--secret acm-platform:{key}`"))
+    certificate = secrets.get("sipTlsCertificate", "")
+    key_text = secrets.get("sipTlsPrivateKey", "")
+    parsed_certificate = None
+    if certificate.strip():
+        try:
+            parsed_certificate = x509.load_pem_x509_certificate(certificate.encode())
+        except ValueError:
+            problems.append(("sipTlsCertificate", "is not a PEM certificate (-----BEGIN "
+                                                  "CERTIFICATE----- ...)"))
+    if parsed_certificate is not None and parsed_certificate.not_valid_after_utc <= now:
+        problems.append(("sipTlsCertificate", "has expired (valid until "
+                         f"{parsed_certificate.not_valid_after_utc:%Y-%m-%d}): OpenSIPS would "
+                         "serve it and interconnect partners would refuse TLS"))
+    if key_text.strip():
+        try:
+            private = serialization.load_pem_private_key(key_text.encode(), password=None)
+        except (ValueError, TypeError):
+            problems.append(("sipTlsPrivateKey", "is not an unencrypted PEM private key"))
+        else:
+            if parsed_certificate is not None and _public_der(private) != \
+                    parsed_certificate.public_key().public_bytes(
+                        serialization.Encoding.DER,
+                        serialization.PublicFormat.SubjectPublicKeyInfo):
+                problems.append(("sipTlsPrivateKey", "does not belong to sipTlsCertificate "
+                                                     "(their public keys differ)"))
+    sftp_key = secrets.get("nccSftpPrivateKey", "")
+    if sftp_key.strip():
+        try:
+            _private_key(sftp_key)
+        except (ValueError, TypeError):
+            problems.append(("nccSftpPrivateKey", "is not an unencrypted OpenSSH or PEM "
+                                                  "private key"))
+    known_hosts = secrets.get("nccSftpKnownHosts", "")
+    if known_hosts.strip():
+        entries = 0
+        for number, line in enumerate(known_hosts.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            except Exception:  # paramiko raises several types for a malformed key
+                entry = None
+            if entry is None:
+                problems.append(("nccSftpKnownHosts", f"line {number} is not a known_hosts "
+                                                      "entry (host key-type base64-key)"))
+            else:
+                entries += 1
+        if not entries and not any(k == "nccSftpKnownHosts" for k, _ in problems):
+            problems.append(("nccSftpKnownHosts", "has no host key: the regulator's SFTP "
+                                                  "host key must be pinned"))
+    return problems
