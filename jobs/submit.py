@@ -140,10 +140,13 @@ class ReportRun:
             build_package(self.conn, period, self.settings.license_number, self.settings.out_dir)
             return Outcome(period.label, "generated", detail="dry run: nothing sent")
         resumable = None
+        # The newest attempt a killed run left open: the attempt this run makes resumes it.
+        interrupted: int | None = None
         for attempt in audit.latest_attempts(self.conn, report, period.label, **who):
             if attempt.outcome in audit.UNFINISHED:
                 audit.finish_attempt(self.conn, attempt.submission_id, "interrupted",
                                      detail="found unfinished by a later run")
+                interrupted = interrupted or attempt.submission_id
             if resumable is None and attempt.request_body is not None:
                 resumable = attempt
         if resumable is not None and resumable.outcome in ("submitting", "failed"):
@@ -166,7 +169,7 @@ class ReportRun:
         package_id = audit.record_package(self.conn, package)
         submission_id = audit.start_attempt(
             self.conn, report=report, period=period.label, outcome="uploading",
-            package_id=package_id, license_number=who["license_number"],
+            package_id=package_id, resumes=interrupted, license_number=who["license_number"],
             environment=who["environment"])
         try:
             self._upload(package, tag=str(submission_id))
