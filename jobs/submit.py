@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 
 from jobs import audit
 from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy
-from jobs.database import run_lock
+from jobs.database import READ_CONTRACT, run_lock
 from jobs.generate import Package, build_package
 from jobs.periods import Period, last_complete_period
 from jobs.settings import (
@@ -249,8 +250,9 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
         watermark = audit.incident_watermark(conn, **who)
         since = (watermark - INCIDENT_OVERLAP if watermark
                  else now - dt.timedelta(hours=settings.incident_lookback_hours))
-        alerts = conn.execute("SELECT * FROM ncc_read_v1.critical_alerts(%s)",
-                              (since,)).fetchall()
+        alerts = conn.execute(
+            sql.SQL("SELECT * FROM {}.critical_alerts(%s)").format(sql.Identifier(READ_CONTRACT)),
+            (since,)).fetchall()
         submitted = already = failed = late = 0
         first_failure: dt.datetime | None = None
         for alert_id, detected_at, fraud_type, a_number, b_number, action in alerts:

@@ -124,27 +124,92 @@ def test_same_data_same_bytes_and_staging_never_left(database: Database, job_con
     ("", None),
 ])
 def test_e164_normalization(job_conn: Any, raw: str, expected: str | None) -> None:
-    row = job_conn.execute("SELECT ncc_read_v1.e164(%s)", (raw,)).fetchone()
+    row = job_conn.execute("SELECT ncc_read_v2.e164(%s)", (raw,)).fetchone()
     assert row[0] == expected
 
 
-def test_top_targets_are_ten_and_ties_are_stable(database: Database, job_conn: Any,
-                                                 tmp_path: Path) -> None:
+def insert_targets(conn: Any, counts: dict[str, int]) -> None:
+    """Alerts of 2026-11-23 (WAT) on each B-number, as many as its count."""
     start = dt.datetime(2026, 11, 23, 10, tzinfo=dt.UTC)
-    with database.connect() as conn, conn.cursor() as cursor:
-        rows = []
-        for target in range(12):  # 12 targets, counts 12..1, plus a tie at the top
-            for n in range(12 - target):
-                rows.append((f"T{target}-{n}", start, f"0803000{target:04d}"))
-        rows.append(("T-tie", start, "08030009999"))
-        rows += [(f"T-tie-{n}", start, "08030009999") for n in range(11)]
+    rows = [(f"T{number}-{n}", start, number) for number, count in counts.items()
+            for n in range(count)]
+    with conn.cursor() as cursor:
         cursor.executemany("INSERT INTO acm.fraud_alerts VALUES (%s, %s, NULL, 'LOW', 'X',"
                            " '08031234567', %s, 'OPEN')", rows)
+
+
+def targets_file(job_conn: Any, tmp_path: Path) -> list[str]:
     package = daily(job_conn, "2026-11-23", tmp_path)
-    lines = package.path(package.files[2]).read_text().splitlines()
+    return package.path(package.files[2]).read_text().splitlines()
+
+
+def test_top_targets_use_competition_ranking(database: Database, job_conn: Any,
+                                             tmp_path: Path) -> None:
+    # 12 targets with counts 12..1, and another number tied with the first at 12.
+    counts = {f"0803000{target:04d}": 12 - target for target in range(12)}
+    counts["08030009999"] = 12
+    with database.connect() as conn:
+        insert_targets(conn, counts)
+    lines = targets_file(job_conn, tmp_path)
+    assert lines[0] == "rank,b_number,alert_count"
+    assert lines[1:4] == ["1,+2348030000000,12", "1,+2348030009999,12", "3,+2348030000001,11"]
+    assert lines[-1] == "10,+2348030000008,4"
     assert len(lines) == 11
-    assert lines[1:3] == ["1,+2348030000000,12", "2,+2348030009999,12"]
-    assert lines[10] == "10,+2348030000008,4"
+
+
+def test_numbers_tied_at_the_cut_all_stay_with_their_shared_rank(
+        database: Database, job_conn: Any, tmp_path: Path) -> None:
+    # Ranks 1..7 with counts 20..14, then five numbers tied at 10 (ranks 8..12 by row number,
+    # where two of them used to vanish silently).
+    counts = {f"0803100{n:04d}": 20 - n for n in range(7)}
+    counts |= {f"0803200{n:04d}": 10 for n in range(5)}
+    counts["08033000000"] = 1
+    with database.connect() as conn:
+        insert_targets(conn, counts)
+    lines = targets_file(job_conn, tmp_path)
+    tied = [line for line in lines[1:] if line.startswith("8,")]
+    assert tied == [f"8,+234803200{n:04d},10" for n in range(5)]
+    assert len(lines) == 1 + 7 + 5
+    assert "+2348033000000" not in "\n".join(lines)
+
+
+def statistics_row(package: Any) -> dict[str, str]:
+    header, row = package.path(package.files[0]).read_text().splitlines()
+    return dict(zip(header.split(","), row.split(","), strict=True))
+
+
+def test_a_package_is_reproducible_as_of_its_period(database: Database, job_conn: Any,
+                                                    tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    first = daily(job_conn, "2026-11-23", tmp_path)
+    with database.connect() as conn:
+        # Recorded two days later: an action on a past day's alert.
+        conn.execute("INSERT INTO acm.actions VALUES (90, 'A2', '2026-11-25T09:00:00Z',"
+                     " 'BLOCK_PATTERN')")
+    again = daily(job_conn, "2026-11-23", tmp_path)
+    assert again.payload_sha256 == first.payload_sha256
+
+
+def test_calls_disconnected_count_distinct_calls_and_agree_with_the_alerts_file(
+        database: Database, job_conn: Any, tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+        # A duplicate DISCONNECT row for A3 (the same call), and an alert disconnected 30 s
+        # after WAT midnight.
+        conn.execute("INSERT INTO acm.actions VALUES (91, 'A3', '2026-11-23T12:30:02Z',"
+                     " 'DISCONNECT')")
+        conn.execute("INSERT INTO acm.fraud_alerts VALUES ('A6', '2026-11-23T22:59:50Z', NULL,"
+                     " 'HIGH', 'SIM_BOX', '08030000004', '08030000005', 'OPEN')")
+        conn.execute("INSERT INTO acm.actions VALUES (92, 'A6', '2026-11-23T23:00:20Z',"
+                     " 'DISCONNECT')")
+    day = daily(job_conn, "2026-11-23", tmp_path)
+    alerts = day.path(day.files[1]).read_text().splitlines()[1:]
+    shown = sum("DISCONNECT" in line.split(",")[-2] for line in alerts)
+    assert statistics_row(day)["calls_disconnected"] == str(shown) == "1"
+    assert [line for line in alerts if line.startswith("A6,")][0].endswith(",NONE,OPEN")
+    next_day = daily(job_conn, "2026-11-24", tmp_path)
+    assert statistics_row(next_day)["calls_disconnected"] == "0"
 
 
 def test_weekly_package_has_a_row_per_wat_day(database: Database, job_conn: Any,
