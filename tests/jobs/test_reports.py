@@ -207,7 +207,7 @@ def test_calls_disconnected_count_distinct_calls_and_agree_with_the_alerts_file(
     alerts = day.path(day.files[1]).read_text().splitlines()[1:]
     shown = sum("DISCONNECT" in line.split(",")[-2] for line in alerts)
     assert statistics_row(day)["calls_disconnected"] == str(shown) == "1"
-    assert [line for line in alerts if line.startswith("A6,")][0].endswith(",NONE,OPEN")
+    assert next(line for line in alerts if line.startswith("A6,")).endswith(",NONE,OPEN")
     next_day = daily(job_conn, "2026-11-24", tmp_path)
     assert statistics_row(next_day)["calls_disconnected"] == "0"
 
