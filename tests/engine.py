@@ -5,6 +5,7 @@ test session's own, so a test never touches a developer's stacks."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,7 +18,6 @@ REPO = Path(__file__).resolve().parent.parent
 TOOLCHAIN = REPO / "scripts" / "toolchain"
 DEMO_STACK_SECRET = REPO / "stacks" / "demo-stack-secret"
 POLICY_PACK = REPO / "policies"
-PROJECT = "acm-platform"
 
 
 def toolchain_environment() -> dict[str, str]:
@@ -30,14 +30,8 @@ def toolchain_environment() -> dict[str, str]:
             match = re.fullmatch(r"export (\w+)=(.*)", line.strip())
         assert match is not None, line
         name, value = match.groups()
-        environment[name] = value.replace("$PATH", _ambient_path())
+        environment[name] = value.replace("$PATH", os.environ.get("PATH", "/usr/bin:/bin"))
     return environment
-
-
-def _ambient_path() -> str:
-    import os
-
-    return os.environ.get("PATH", "/usr/bin:/bin")
 
 
 def cli_root() -> Path:

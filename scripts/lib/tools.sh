@@ -9,6 +9,8 @@ third_party=${ACM_THIRD_PARTY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." &&
 GO_MINIMUM=1.26
 
 go_environment() {
+  # Where Go's own installer puts it, for shells that did not read a profile (CI's).
+  command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || export PATH=/usr/local/go/bin:$PATH
   command -v go >/dev/null || { log "needs Go $GO_MINIMUM or newer on PATH"; exit 1; }
   local version
   version=$(go env GOVERSION)
