@@ -70,6 +70,16 @@ def redis_server() -> str:
     return _tool("redis-server")
 
 
+def place_call(port: int, number: str = CLEAN_NUMBER, scenario: str = "caller.xml",
+               transport: str = "u1") -> subprocess.CompletedProcess[str]:
+    """One call from the caller's address to 127.0.0.1:`port`, played by SIPp."""
+    return subprocess.run(
+        [sipp(), "-sf", str(SCENARIOS / scenario), "-s", number, "-i", CALLER_ADDRESS,
+         "-p", str(free_port()), "-t", transport, "-m", "1", "-timeout", "20s",
+         "-timeout_error", "-nostdin", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

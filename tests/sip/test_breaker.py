@@ -21,6 +21,7 @@ from tests.sip.lab import (
     failing_engine,
     free_port,
     loopback_config,
+    place_call,
     redis_server,
     sipp,
     statistic,
@@ -35,13 +36,6 @@ def redis_get(port: int, key: str) -> str:
     cli = redis_server().replace("redis-server", "redis-cli")
     return subprocess.run([cli, "-p", str(port), "--raw", "GET", key], capture_output=True,
                           text=True, check=True).stdout.strip()
-
-
-def call(port: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i", CALLER_ADDRESS,
-         "-p", str(free_port()), "-m", "1", "-timeout", "20s", "-timeout_error", "-nostdin",
-         f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
@@ -69,7 +63,7 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
 
         for failed in range(1, threshold + 1):
             proxy = first if failed % 2 else second
-            result = call(proxy.sip)
+            result = place_call(proxy.sip)
             # Fail-open: the caller never notices the engine's failure.
             assert result.returncode == 0, result.stdout + result.stderr
             if failed < threshold:
@@ -82,7 +76,7 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
         before = {name: statistic(p.http, "acm_unscreened_calls_total")
                   for name, p in (("a", first), ("b", second))}
         for ports in (first, second):
-            assert call(ports.sip).returncode == 0
+            assert place_call(ports.sip).returncode == 0
         after = {name: statistic(p.http, "acm_unscreened_calls_total")
                  for name, p in (("a", first), ("b", second))}
         assert {name: after[name] - before[name] for name in after} == {"a": 1, "b": 1}
@@ -145,10 +139,10 @@ def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path)
         deadline = time.monotonic() + 60
         while redis_get(ports.redis, "acm:breaker:half_open"):
             assert time.monotonic() < deadline, "no trial closed the breaker"
-            assert call(ports.sip).returncode == 0
+            assert place_call(ports.sip).returncode == 0
         screened_before = statistic(ports.http, "acm_unscreened_calls_total")
         for _ in range(5):
-            assert call(ports.sip).returncode == 0
+            assert place_call(ports.sip).returncode == 0
         assert statistic(ports.http, "acm_unscreened_calls_total") == screened_before
     finally:
         processes.stop_all()

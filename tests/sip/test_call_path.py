@@ -26,6 +26,7 @@ from tests.sip.lab import (
     check_config,
     free_port,
     loopback_config,
+    place_call,
     sipp,
     statistic,
     wait_for_port,
@@ -42,12 +43,7 @@ class Lab:
 
     def call(self, number: str, scenario: str, port: int | None = None,
              transport: str = "u1") -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sipp(), "-sf", str(SCENARIOS / scenario), "-s", number, "-i", CALLER_ADDRESS,
-             "-p", str(free_port()), "-t", transport, "-m", "1", "-timeout", "20s",
-             "-timeout_error", "-nostdin", f"127.0.0.1:{port or self.ports.sip}"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
+        return place_call(port or self.ports.sip, number, scenario, transport)
 
     def messages(self, name: str) -> str:
         return (self.directory / f"{name}-messages.log").read_text(errors="replace")

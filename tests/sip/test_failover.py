@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.sip.lab import (
-    CALLER_ADDRESS,
-    CLEAN_NUMBER,
     SCENARIOS,
     Ports,
     Processes,
     failing_engine,
     free_port,
     loopback_config,
+    place_call,
     sipp,
     statistic,
     wait_for_port,
@@ -37,11 +36,7 @@ class Stage:
     processes: Processes
 
     def call(self) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i",
-             CALLER_ADDRESS, "-p", str(free_port()), "-m", "1", "-timeout", "20s",
-             "-timeout_error", "-nostdin", f"127.0.0.1:{self.ports.sip}"],
-            capture_output=True, text=True, timeout=60, check=False)
+        return place_call(self.ports.sip)
 
     def invites(self, name: str) -> int:
         """Calls the stand-in was asked to screen (retransmissions of one INVITE count once)."""

@@ -4,7 +4,6 @@ when it answers again."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,6 @@ import pytest
 
 from tests.conftest import rendering_of
 from tests.sip.lab import (
-    CALLER_ADDRESS,
-    CLEAN_NUMBER,
     SCENARIOS,
     Ports,
     Processes,
@@ -22,6 +19,7 @@ from tests.sip.lab import (
     free_port,
     loopback_config,
     mi,
+    place_call,
     sipp,
     wait_for_port,
 )
@@ -58,11 +56,7 @@ def test_a_gateway_failing_twice_is_disabled_and_probed_back(tmp_path: Path) -> 
         failing_uri = f"sip:127.0.0.1:{failing}"
         assert enabled(ports.http)[failing_uri] == "yes"
         for call in range(1, failures + 1):
-            result = subprocess.run(
-                [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i",
-                 CALLER_ADDRESS, "-p", str(free_port()), "-m", "1", "-timeout", "20s",
-                 "-timeout_error", "-nostdin", f"127.0.0.1:{ports.sip}"],
-                capture_output=True, text=True, timeout=60, check=False)
+            result = place_call(ports.sip)
             # The call fails over to the healthy gateway and completes.
             assert result.returncode == 0, result.stdout + result.stderr
             assert enabled(ports.http)[failing_uri] == ("no" if call == failures else "yes")
