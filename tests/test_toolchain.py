@@ -59,13 +59,17 @@ def test_an_archive_that_is_not_the_pinned_one_is_refused(script: str, tmp_path:
         archive.chmod(0o644)
         with archive.open("ab") as tampered:
             tampered.write(b"\0")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     answer = subprocess.run(
         [REPO / "scripts" / script, "build"], capture_output=True, text=True, timeout=120,
         env={"PATH": "/usr/local/go/bin:/usr/bin:/bin", "HOME": str(tmp_path),
-             "ACM_THIRD_PARTY": str(third_party), "ACM_TOOLS_CACHE": str(tmp_path / "cache")})
+             "TMPDIR": str(scratch), "ACM_THIRD_PARTY": str(third_party),
+             "ACM_TOOLS_CACHE": str(tmp_path / "cache")})
     assert answer.returncode != 0
     assert "refusing to build from it" in answer.stderr, answer.stderr
     assert not list((tmp_path / "cache").rglob("bin"))
+    assert not list(scratch.iterdir()), "the unpacked sources were left behind"
 
 
 def test_toolchain_env_points_the_engine_at_the_project_home() -> None:
