@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from jobs.database import READ_CONTRACT
+from jobs.numbers import record_numbers
 from jobs.periods import Period
 from jobs.reports_pdf import monthly_pdf
 
@@ -99,6 +100,7 @@ def build_package(conn: Connection, period: Period, license_number: str,
     try:
         log.info("generating %s package for %s", period.report, period.label,
                  extra={"report": period.report, "period": period.label})
+        record_numbers(conn, period.start, period.end)
         with conn.transaction():
             # One snapshot for all files, so the summary agrees with the CSVs it checksums.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -33,6 +33,7 @@ from jobs import audit
 from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy
 from jobs.database import READ_CONTRACT, run_lock
 from jobs.generate import Package, build_package
+from jobs.numbers import record_numbers
 from jobs.periods import Period, last_complete_period
 from jobs.settings import (
     ATRS_CLIENT_ID,
@@ -250,6 +251,7 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
         watermark = audit.incident_watermark(conn, **who)
         since = (watermark - INCIDENT_OVERLAP if watermark
                  else now - dt.timedelta(hours=settings.incident_lookback_hours))
+        record_numbers(conn, since, now + dt.timedelta(days=1))
         alerts = conn.execute(
             sql.SQL("SELECT * FROM {}.critical_alerts(%s)").format(sql.Identifier(READ_CONTRACT)),
             (since,)).fetchall()

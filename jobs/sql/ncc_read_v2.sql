@@ -16,25 +16,37 @@ COMMENT ON SCHEMA ncc_read_v2 IS 'NCC compliance read contract v2 (jobs/sql/ncc_
 -- * Calls disconnected and patterns blocked count distinct calls among the period's alerts
 --   (the call id, or the alert when the engine recorded none), not action rows: a duplicate
 --   action row counts once, and the statistic agrees with the alerts file.
+-- * Phone numbers are read by libphonenumber (table `numbers`), not by regular expressions.
 -- * Top targets use competition ranking: numbers tied at the cut all stay, with their shared
 --   rank in the file (five numbers tied at rank 8 give five rows of rank 8).
 
--- E.164 form of a number as the engine recorded it, or NULL when it cannot be normalized
--- (alphanumeric sender ids, short codes, wrong lengths). Nigerian national forms
--- (0803..., 234803..., +2340803...) become +234...; 00-prefixed international numbers become +...
+-- E.164 forms of the numbers the engine recorded, as libphonenumber's Python port
+-- (`phonenumbers`, jobs/numbers.py) read them. The jobs fill this table before they read a
+-- period, for the raw numbers it does not hold yet; a raw number's first reading stays, so a
+-- later library release with other numbering metadata never changes a past package. `e164`
+-- NULL: the library found no valid number (alphanumeric sender ids, short codes, numbers
+-- outside the numbering plan); such alerts are listed by unnormalized_numbers.
+CREATE TABLE IF NOT EXISTS ncc_read_v2.numbers (
+    raw         text PRIMARY KEY,
+    e164        text,
+    read_by     text NOT NULL,           -- e.g. phonenumbers 9.0.43
+    read_at     timestamptz NOT NULL DEFAULT now()
+);
+
 CREATE OR REPLACE FUNCTION ncc_read_v2.e164(raw text) RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN d ~ '^\+234[1-9][0-9]{9}$'   THEN d
-        WHEN d ~ '^\+2340[1-9][0-9]{9}$'  THEN '+234' || substr(d, 6)
-        WHEN d ~ '^234[1-9][0-9]{9}$'     THEN '+' || d
-        WHEN d ~ '^0[1-9][0-9]{9}$'       THEN '+234' || substr(d, 2)
-        WHEN d ~ '^\+[1-9][0-9]{7,14}$' AND d !~ '^\+234' THEN d
-        WHEN d ~ '^00[1-9][0-9]{7,14}$' AND d !~ '^00234' THEN '+' || substr(d, 3)
-        WHEN d ~ '^00234[1-9][0-9]{9}$'   THEN '+' || substr(d, 3)
-        ELSE NULL
-    END
-    FROM (SELECT regexp_replace(raw, '[[:space:]().-]', '', 'g') AS d) AS cleaned
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT n.e164 FROM ncc_read_v2.numbers AS n WHERE n.raw = e164.raw
+$$;
+
+-- The raw numbers of the alerts detected since `since` that have no reading yet.
+CREATE OR REPLACE FUNCTION ncc_read_v2.unread_numbers(since timestamptz, until timestamptz)
+RETURNS TABLE (raw text)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT number
+    FROM acm.fraud_alerts AS a,
+         LATERAL (VALUES (a.a_number), (a.b_number)) AS numbers (number)
+    WHERE a.detected_at >= since AND a.detected_at < until
+      AND NOT EXISTS (SELECT 1 FROM ncc_read_v2.numbers AS n WHERE n.raw = number)
 $$;
 
 -- The 12 statistics of the daily report over [period_start, period_end).

@@ -19,7 +19,7 @@ AWKWARD_ALERTS = [
     # id, detected_at (UTC), severity, fraud type, A-number, B-number, status
     ("A1", "2026-11-22T22:59:59.999Z", "CRITICAL", "CLI_SPOOFING", "08030000001",
      "08037654321", "CONFIRMED"),  # 23:59:59.999 WAT the day before: not in the report
-    ("A2", "2026-11-22T23:00:00.000Z", "HIGH", "WANGIRI", "00447700900123",
+    ("A2", "2026-11-22T23:00:00.000Z", "HIGH", "WANGIRI", "00447911123456",
      "0803 765 4321", "OPEN"),  # 00:00 WAT: the first instant of the day
     ("A3", "2026-11-23T12:30:00.250Z", "CRITICAL", "CLI_SPOOFING", "08031234567",
      "+234 803 765 4321", "CONFIRMED"),

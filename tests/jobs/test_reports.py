@@ -54,7 +54,7 @@ def test_awkward_day_gives_exactly_the_specified_files(database: Database, job_c
         STATISTICS_HEADER + "4,3,1,1,0,1,1,1,39.70,25.00,75.000,33.333\n")
     assert files[f"ACM_ALERTS_{LICENSE}_20261123.csv"] == (
         "alert_id,detected_at,severity,fraud_type,a_number,b_number,action_taken,status\n"
-        "A2,2026-11-23T00:00:00.000+01:00,HIGH,WANGIRI,+447700900123,+2348037654321,"
+        "A2,2026-11-23T00:00:00.000+01:00,HIGH,WANGIRI,+447911123456,+2348037654321,"
         "MONITOR,OPEN\n"
         "A3,2026-11-23T13:30:00.250+01:00,CRITICAL,CLI_SPOOFING,+2348031234567,+2348037654321,"
         "BLOCK_PATTERN+DISCONNECT,CONFIRMED\n"
@@ -112,20 +112,43 @@ def test_same_data_same_bytes_and_staging_never_left(database: Database, job_con
     ("+2348031234567", "+2348031234567"),
     ("08031234567", "+2348031234567"),
     ("2348031234567", "+2348031234567"),
+    ("8031234567", "+2348031234567"),  # the bare national significant number
     ("+234 (0)803-123-4567", "+2348031234567"),
     ("+23408031234567", "+2348031234567"),
     ("002348031234567", "+2348031234567"),
-    ("00447700900123", "+447700900123"),
+    ("23408031000001", "+2348031000001"),  # 234 + the trunk 0
+    ("0023408031000001", "+2348031000001"),
     ("+14155550100", "+14155550100"),
+    ("+447911123456", "+447911123456"),
+    ("00447700900123", None),  # a range the UK keeps for fiction: no valid number
+    ("+23412701234", None),  # too short for Nigeria's plan in libphonenumber's metadata
     ("MTN-PROMO", None),
     ("3344", None),
     ("0803123456", None),  # one digit short
     ("+2348031234567890", None),
     ("", None),
 ])
-def test_e164_normalization(job_conn: Any, raw: str, expected: str | None) -> None:
-    row = job_conn.execute("SELECT ncc_read_v2.e164(%s)", (raw,)).fetchone()
-    assert row[0] == expected
+def test_numbers_are_read_by_libphonenumber(raw: str, expected: str | None) -> None:
+    from jobs.numbers import e164
+
+    assert e164(raw) == expected
+
+
+def test_a_numbers_first_reading_stays(database: Database, job_conn: Any,
+                                       tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    first = daily(job_conn, "2026-11-23", tmp_path)
+    readings = job_conn.execute("SELECT raw, e164, read_by FROM ncc_read_v2.numbers"
+                                " ORDER BY raw").fetchall()
+    assert ("0803 765 4321", "+2348037654321") in [row[:2] for row in readings]
+    assert all(row[2].startswith("phonenumbers ") for row in readings)
+    # A later library release reading a number differently changes no past package.
+    job_conn.execute("UPDATE ncc_read_v2.numbers SET read_by = 'phonenumbers 99'")
+    again = daily(job_conn, "2026-11-23", tmp_path)
+    assert again.payload_sha256 == first.payload_sha256
+    assert job_conn.execute("SELECT count(*) FROM ncc_read_v2.numbers").fetchone()[0] == \
+        len(readings)
 
 
 def insert_targets(conn: Any, counts: dict[str, int]) -> None:
