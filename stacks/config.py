@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -174,6 +174,18 @@ def _host(text: str) -> str:
     return text
 
 
+def _described(pattern: str, meaning: str) -> Callable[[str], str]:
+    """A validator for `pattern` whose message says in words what is expected."""
+    compiled = re.compile(pattern)
+
+    def validate(text: str) -> str:
+        if not compiled.fullmatch(text):
+            raise ValueError(f"{text!r} {meaning}")
+        return text
+
+    return validate
+
+
 def _license(text: str) -> str:
     if not re.fullmatch(r"[A-Z0-9-]{3,32}", text):
         raise ValueError(f"{text!r} is not an NCC licence number: 3 to 32 capital letters, "
@@ -191,7 +203,22 @@ Host = Annotated[str, AfterValidator(_host)]
 LicenseNumber = Annotated[str, AfterValidator(_license)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Percent = Annotated[int, Field(ge=1, le=100)]
-DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+DnsLabel = Annotated[str, AfterValidator(_described(
+    r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
+    "is not a Kubernetes name: 1 to 63 lower-case letters, digits or hyphens, starting and "
+    "ending with a letter or digit"))]
+Registry = Annotated[str, AfterValidator(_described(
+    r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*",
+    "is not a registry: a lower-case host name, an optional :port and /path segments "
+    "(e.g. registry.acm.internal/acm)"))]
+SftpUser = Annotated[str, AfterValidator(_described(
+    r"[a-z_][a-z0-9_.-]{0,31}",
+    "is not a user name: up to 32 lower-case letters, digits, '_', '.' or '-', not starting "
+    "with a digit"))]
+AbsolutePath = Annotated[str, AfterValidator(_described(
+    r"/.*", "is not an absolute path: it must start with '/' (e.g. /incoming)"))]
+HttpsUrl = Annotated[str, AfterValidator(_described(
+    r"https://\S+", "is not an https:// address: the regulator's API is reached over TLS only"))]
 
 
 # --- shared building blocks -------------------------------------------------------------
@@ -281,7 +308,7 @@ def _require_disruption_below(floor: int, disruption: Disruption, floor_key: str
 
 class ImageBuild(Model):
     # Registry host and path the stack pushes an image it builds to (docker login done by CI).
-    registry: Annotated[str, Field(pattern=r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$")]
+    registry: Registry
 
 
 class KubernetesSettings(Model):
@@ -630,9 +657,9 @@ class ComplianceConfig(Model):
     ncc_egress_cidrs: Annotated[list[Network], Field(min_length=1)]
     sftp_host: Host
     sftp_port: Port = 22
-    sftp_user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_.-]{0,31}$")] = "acm"
-    sftp_directory: Annotated[str, Field(pattern=r"^/")] = "/incoming"
-    atrs_base_url: Annotated[str, Field(pattern=r"^https://")]
+    sftp_user: SftpUser = "acm"
+    sftp_directory: AbsolutePath = "/incoming"
+    atrs_base_url: HttpsUrl
     dry_run: bool = False
     reports: ComplianceReports
     scratch_size: StorageQuantity = "1Gi"

@@ -52,7 +52,7 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
     ("prod", SET, "compliance.reports.incidents.activeDeadlineSeconds", 3600,
      "acm-platform:compliance.reports:", "under the 1-hour incident deadline"),
     ("prod", SET, "compliance.sftpDirectory", "incoming", "compliance.sftpDirectory",
-     "should match pattern"),
+     "is not an absolute path: it must start with '/'"),
     ("prod", SET, "compliance.reports.daily.schedule", "30 25 * * *",
      "compliance.reports.daily.schedule", "hour field"),
     ("prod", SET, "compliance.reports.daily.schedule", "30 5 * *",
@@ -103,12 +103,15 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
     ("prod", SET, "compliance.nccEnvironment", "sandbox", "acm-platform:(stack)",
      "nccEnvironment must be 'production' in prod"),
     ("prod", SET, "compliance.atrsBaseUrl", "http://atrs.example", "compliance.atrsBaseUrl",
-     "should match pattern"),
+     "is not an https:// address"),
     ("prod", DELETE, "opensips.mediaGateways", None, "opensips.mediaGateways",
      "required key is missing"),
     ("prod", SET, "opensips.mediaGateways", [], "opensips.mediaGateways",
      "at least 1 item"),
-    ("prod", SET, "namespace", "ACM_Prod", "acm-platform:namespace", "should match pattern"),
+    ("prod", SET, "namespace", "ACM_Prod", "acm-platform:namespace",
+     "is not a Kubernetes name: 1 to 63 lower-case letters"),
+    ("prod", SET, "compliance.sftpUser", "9root", "compliance.sftpUser",
+     "is not a user name"),
     ("prod", SET, "environment", "staging", "acm-platform:environment",
      "is 'staging' but the stack is 'prod'"),
     ("prod", SET, "kubernetes.clusterIdentifier", None, "kubernetes.clusterIdentifier",
@@ -154,6 +157,34 @@ def test_bad_config_is_rejected_with_its_key_path(
 
 def test_at_least_forty_five_distinct_bad_inputs_are_covered() -> None:
     assert len({(case[2], repr(case[3])) for case in BAD_INPUTS}) >= 45
+
+
+def test_no_setting_is_checked_by_a_bare_pattern() -> None:
+    # pydantic's pattern message only prints the regular expression; every setting says what
+    # it expects in words instead.
+    import typing
+
+    from pydantic import BaseModel
+
+    from stacks.config import StackConfig
+
+    bare: list[str] = []
+    seen: set[type] = set()
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if any(getattr(item, "pattern", None) for item in field.metadata):
+                bare.append(f"{model.__name__}.{name}")
+            for kind in (field.annotation, *typing.get_args(field.annotation)):
+                for inner in (kind, *typing.get_args(kind)):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        walk(inner)
+
+    walk(StackConfig)
+    assert len(seen) > 20 and bare == []
 
 
 def test_schedules_are_read_by_croniter_names_included() -> None:
