@@ -48,9 +48,12 @@ def e164(raw: str) -> str | None:
 
 def record_numbers(conn: psycopg.Connection[Any], since: dt.datetime, until: dt.datetime
                    ) -> int:
-    """Read and store the period's raw numbers the contract has no reading of; how many."""
+    """Read and store the period's raw numbers the contract has no reading of; how many.
+    The period's alert statuses are frozen at their first reading in the same step."""
     schema = sql.Identifier(READ_CONTRACT)
     with conn.transaction():
+        conn.execute(sql.SQL("SELECT {}.record_statuses(%s, %s)").format(schema),
+                     (since, until))
         unread = [row[0] for row in conn.execute(
             sql.SQL("SELECT raw FROM {}.unread_numbers(%s, %s)").format(schema),
             (since, until)).fetchall()]

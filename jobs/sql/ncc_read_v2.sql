@@ -12,7 +12,8 @@ COMMENT ON SCHEMA ncc_read_v2 IS 'NCC compliance read contract v2 (jobs/sql/ncc_
 -- What changed from v1 (docs/ncc-compliance.md, "Version 2"):
 -- * A package is reproducible as of its period: an alert's actions count only when taken
 --   before the period's end, in the alerts file and in the statistics alike, so an action
---   recorded later never changes a past period's files.
+--   recorded later never changes a past period's files; an alert's status is the one it had
+--   when a package first read it (table `alert_statuses`).
 -- * Calls disconnected and patterns blocked count distinct calls among the period's alerts
 --   (the call id, or the alert when the engine recorded none), not action rows: a duplicate
 --   action row counts once, and the statistic agrees with the alerts file.
@@ -36,6 +37,36 @@ CREATE TABLE IF NOT EXISTS ncc_read_v2.numbers (
 CREATE OR REPLACE FUNCTION ncc_read_v2.e164(raw text) RETURNS text
 LANGUAGE sql STABLE STRICT AS $$
     SELECT n.e164 FROM ncc_read_v2.numbers AS n WHERE n.raw = e164.raw
+$$;
+
+-- The status each alert had when a package first read it. The engine keeps only an alert's
+-- current status, so a later edit (an analyst clearing an alert as a false positive) would
+-- change a past package's alerts file and false positive rate; the first reading stays.
+CREATE TABLE IF NOT EXISTS ncc_read_v2.alert_statuses (
+    alert_id    text PRIMARY KEY,
+    status      text NOT NULL,
+    read_at     timestamptz NOT NULL DEFAULT now()
+);
+
+-- Freeze the status of the alerts detected in [since, until) that have no reading yet.
+CREATE OR REPLACE FUNCTION ncc_read_v2.record_statuses(since timestamptz, until timestamptz)
+RETURNS bigint
+LANGUAGE sql AS $$
+    WITH added AS (
+        INSERT INTO ncc_read_v2.alert_statuses (alert_id, status)
+        SELECT a.alert_id, a.status FROM acm.fraud_alerts AS a
+        WHERE a.detected_at >= since AND a.detected_at < until
+        ON CONFLICT (alert_id) DO NOTHING
+        RETURNING 1)
+    SELECT count(*) FROM added
+$$;
+
+-- An alert's status as first read (its current one when it was never read).
+CREATE OR REPLACE FUNCTION ncc_read_v2.status_of(alert_id text, current_status text)
+RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT s.status FROM ncc_read_v2.alert_statuses AS s
+                     WHERE s.alert_id = status_of.alert_id), current_status)
 $$;
 
 -- The raw numbers of the alerts detected since `since` that have no reading yet.
@@ -84,7 +115,8 @@ LANGUAGE sql STABLE AS $$
                  count(*) FILTER (WHERE severity = 'HIGH') AS high,
                  count(*) FILTER (WHERE severity = 'MEDIUM') AS medium,
                  count(*) FILTER (WHERE severity = 'LOW') AS low,
-                 count(*) FILTER (WHERE status = 'FALSE_POSITIVE') AS false_positives
+                 count(*) FILTER (WHERE ncc_read_v2.status_of(alert_id, status)
+                                  = 'FALSE_POSITIVE') AS false_positives
           FROM acm.fraud_alerts
           WHERE detected_at >= period_start AND detected_at < period_end) AS alerts,
          (SELECT count(DISTINCT coalesce(a.call_id::text, 'alert:' || a.alert_id))
@@ -151,7 +183,7 @@ AS $$
            coalesce((SELECT string_agg(DISTINCT x.action, '+' ORDER BY x.action)
                      FROM acm.actions AS x
                      WHERE x.alert_id = a.alert_id AND x.taken_at < period_end), 'NONE'),
-           a.status
+           ncc_read_v2.status_of(a.alert_id, a.status)
     FROM acm.fraud_alerts AS a
     WHERE a.detected_at >= period_start AND a.detected_at < period_end
     ORDER BY a.detected_at, a.alert_id

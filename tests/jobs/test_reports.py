@@ -269,3 +269,23 @@ def test_monthly_package_includes_a_reproducible_pdf(database: Database, job_con
     assert first.files[-2].sha256 == second.files[-2].sha256
     rows = first.path(first.files[0]).read_text().splitlines()
     assert len(rows) == 1 + 30
+
+
+def test_a_status_edited_later_changes_no_past_package(database: Database, job_conn: Any,
+                                                       tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    first = daily(job_conn, "2026-11-23", tmp_path)
+    assert statistics_row(first)["false_positive_rate_percent"] == "33.333"
+    with database.connect() as conn:
+        # Days later an analyst clears A2 as a false positive.
+        conn.execute("UPDATE acm.fraud_alerts SET status = 'FALSE_POSITIVE' WHERE alert_id = 'A2'")
+    again = daily(job_conn, "2026-11-23", tmp_path)
+    assert again.payload_sha256 == first.payload_sha256
+    # A period read for the first time after the edit sees it.
+    with database.connect() as conn:
+        conn.execute("INSERT INTO acm.fraud_alerts VALUES ('B1', '2026-11-24T10:00:00Z', NULL,"
+                     " 'LOW', 'X', '08031234567', '08037654321', 'FALSE_POSITIVE')")
+    next_day = daily(job_conn, "2026-11-24", tmp_path)
+    # (That day also holds A5, OPEN, of the awkward data set.)
+    assert statistics_row(next_day)["false_positive_rate_percent"] == "50.000"
