@@ -2,7 +2,7 @@
 --
 -- The ACM engine owns these tables in production (YugabyteDB YSQL); this file is the
 -- description the jobs were written against, and what the tests load into PostgreSQL.
--- The jobs never write here. Their contract is the `ncc_read_v1` schema (ncc_read_v1.sql).
+-- The jobs never write here. Their contract is the `ncc_read_v2` schema (ncc_read_v2.sql).
 
 CREATE SCHEMA IF NOT EXISTS acm;
 
