@@ -1,12 +1,33 @@
+# shellcheck shell=bash
 # Shared by the scripts that build pinned programs into the tools cache (scripts/control-plane,
 # scripts/toolchain, scripts/opensips). Sourced, not run.
 
 # Programs are cached per pinned version outside the clone, so a clean clone on the same
 # machine (CI) reuses them; ACM_TOOLS_CACHE moves the cache.
+# shellcheck disable=SC2034  # read by the scripts that source this file
 cache_root=${ACM_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/acm-platform}
 # Upstream source archives no registry serves (their README lists checksums and build facts).
 third_party=${ACM_THIRD_PARTY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/third-party}
 GO_MINIMUM=1.26
+
+# Temporary folders that go when the script exits, whichever way it exits. The list is global
+# and the EXIT trap names a function, so nothing in the trap expands a variable that was local
+# to the function that made the folder (under `set -u` such a trap failed on every successful
+# cold build: "work: unbound variable", after the function had returned).
+scratch_dirs=()
+remove_scratch_dirs() {
+  if ((${#scratch_dirs[@]})); then rm -rf -- "${scratch_dirs[@]}"; fi
+}
+trap remove_scratch_dirs EXIT
+
+# make_scratch_dir VAR PURPOSE: a new temporary folder in the caller's variable VAR (which may
+# be local to the caller), removed at exit.
+make_scratch_dir() {
+  local dir
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/acm-$2.XXXXXX")
+  scratch_dirs+=("$dir")
+  printf -v "$1" '%s' "$dir"
+}
 
 go_environment() {
   # Where Go's own installer puts it, for shells that did not read a profile (CI's).
