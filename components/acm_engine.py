@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Self
 
 import pulumi
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components import kube
-from components.workload import DeploymentSpec, managed_deployment, service
-from stacks.config import AcmEngineConfig
+from components.base import kube
+from components.base.settings import (
+    Autoscaling,
+    Disruption,
+    ImageRef,
+    Model,
+    Port,
+    Resources,
+    require_disruption_below,
+    require_distinct_ports,
+    require_scalable,
+)
+from components.base.workload import DeploymentSpec, managed_deployment, service
+
+# --- settings: acm-platform:acmEngine -----------------------------------------------------
+
+
+class AcmEngineConfig(Model):
+    image: ImageRef
+    resources: Resources
+    autoscaling: Autoscaling
+    pdb: Disruption
+    backup_replicas: Annotated[int, Field(ge=0, le=10)]
+    http_port: Port = 8080
+    sip_port: Port = 5060
+
+    @model_validator(mode="after")
+    def _pdb_below_floor(self) -> Self:
+        require_disruption_below(
+            self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
+        )
+        require_scalable(self.resources, self.autoscaling)
+        require_distinct_ports({"httpPort": self.http_port, "sipPort": self.sip_port})
+        return self
+
+
+# --- the component ------------------------------------------------------------------------
 
 
 class AcmEngineArgs(BaseModel):

@@ -9,16 +9,31 @@ a run that cannot finish in time is killed and fails visibly instead of submitti
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components import kube
-from components.workload import DeploymentSpec, managed_deployment, service
+from components.base import kube
+from components.base.settings import (
+    AbsolutePath,
+    CronSchedule,
+    Host,
+    HttpsUrl,
+    ImageBuild,
+    ImageRef,
+    LicenseNumber,
+    Model,
+    Network,
+    Port,
+    Resources,
+    SftpUser,
+    StorageQuantity,
+    cron_fields,
+)
+from components.base.workload import DeploymentSpec, managed_deployment, service
 from jobs import settings as job_settings
-from stacks.config import ComplianceConfig, ReportSchedule
 
 SECRET_NAME = "ncc-compliance-credentials"
 SECRETS_MOUNT = "/var/run/secrets/ncc"
@@ -33,6 +48,81 @@ SECRET_FILES = {
     job_settings.SFTP_PRIVATE_KEY: "ncc_sftp_private_key",
     job_settings.SFTP_KNOWN_HOSTS: "ncc_sftp_known_hosts",
 }
+
+
+# --- settings: acm-platform:compliance ----------------------------------------------------
+
+
+class ReportSchedule(Model):
+    schedule: CronSchedule
+    starting_deadline_seconds: Annotated[int, Field(ge=10)]
+    active_deadline_seconds: Annotated[int, Field(ge=60)]
+
+
+# When the regulator must have each report, in minutes after WAT midnight of the run's day
+# (ncc-compliance.md, "Calendar"); an incident is due one hour after detection.
+REPORT_DUE_MINUTES = {"daily": 6 * 60, "weekly": 12 * 60, "monthly": 18 * 60}
+INCIDENT_DUE_SECONDS = 3600
+
+
+class ComplianceReports(Model):
+    daily: ReportSchedule
+    weekly: ReportSchedule
+    monthly: ReportSchedule
+    incidents: ReportSchedule
+
+    @model_validator(mode="after")
+    def _deadlines_end_before_the_regulators(self) -> Self:
+        """A run that starts as late as Kubernetes allows and runs as long as it may must
+        still end by the regulator's deadline; otherwise it is killed in time to page."""
+        problems = []
+        for report, due in REPORT_DUE_MINUTES.items():
+            schedule: ReportSchedule = getattr(self, report)
+            minutes, hours = cron_fields(schedule.schedule)[:2]
+            if len(minutes) != 1 or len(hours) != 1:
+                problems.append(f"{report}.schedule {schedule.schedule!r} must run once a day "
+                                "at a fixed time")
+                continue
+            start = next(iter(hours)) * 60 + next(iter(minutes))
+            latest_end = start * 60 + schedule.starting_deadline_seconds \
+                + schedule.active_deadline_seconds
+            if latest_end > due * 60:
+                problems.append(
+                    f"{report}: a run starting at {start // 60:02d}:{start % 60:02d} WAT "
+                    f"+ startingDeadlineSeconds {schedule.starting_deadline_seconds} "
+                    f"+ activeDeadlineSeconds {schedule.active_deadline_seconds} can end after "
+                    f"the regulator's {due // 60:02d}:{due % 60:02d} deadline")
+        incidents = self.incidents
+        if incidents.starting_deadline_seconds + incidents.active_deadline_seconds \
+                >= INCIDENT_DUE_SECONDS:
+            problems.append("incidents: startingDeadlineSeconds + activeDeadlineSeconds must "
+                            "stay under the 1-hour incident deadline")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class ComplianceConfig(Model):
+    # Deployed as is unless imageBuild is set; then built from jobs/Dockerfile and pushed.
+    image: ImageRef
+    image_build: ImageBuild | None = None
+    resources: Resources
+    license_number: LicenseNumber
+    ncc_environment: Literal["sandbox", "production"]
+    # Regulator endpoints, for the job's NetworkPolicy egress.
+    ncc_egress_cidrs: Annotated[list[Network], Field(min_length=1)]
+    sftp_host: Host
+    sftp_port: Port = 22
+    sftp_user: SftpUser = "acm"
+    sftp_directory: AbsolutePath = "/incoming"
+    atrs_base_url: HttpsUrl
+    dry_run: bool = False
+    reports: ComplianceReports
+    scratch_size: StorageQuantity = "1Gi"
+    history_limit: Annotated[int, Field(ge=1, le=30)] = 7
+
+
+# --- the component ------------------------------------------------------------------------
 
 
 class ComplianceJobsArgs(BaseModel):

@@ -2,19 +2,83 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Self
+
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components import kube
-from components.stateful import StatefulTierSpec, quorum_disruption_budget, stateful_tier
-from stacks.config import ClickHouseConfig, DragonflyConfig, YugabyteConfig
+from components.base import kube
+from components.base.settings import (
+    ImageRef,
+    Model,
+    Port,
+    Resources,
+    Storage,
+    require_distinct_ports,
+)
+from components.base.stateful import StatefulTierSpec, quorum_disruption_budget, stateful_tier
 
 YB_MASTER_RPC = 7100
 YB_MASTER_WEB = 7000
 YB_TSERVER_RPC = 9100
 YB_TSERVER_WEB = 9000
 CLUSTER_DOMAIN = "cluster.local"
+
+
+# --- settings: acm-platform:dragonfly, yugabyte, clickhouse -------------------------------
+
+
+class DragonflyConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    port: Port = 6379
+
+
+class YugabyteTier(Model):
+    replicas: Annotated[int, Field(ge=1)]
+    resources: Resources
+    storage: Storage
+
+
+class YugabyteConfig(Model):
+    image: ImageRef
+    replication_factor: Annotated[int, Field(ge=1, le=7)]
+    masters: YugabyteTier
+    tservers: YugabyteTier
+    ysql_port: Port = 5433
+
+    @model_validator(mode="after")
+    def _enough_replicas(self) -> Self:
+        if self.replication_factor % 2 == 0:
+            raise ValueError(
+                f"replicationFactor {self.replication_factor} must be odd (Raft needs a majority)"
+            )
+        for tier in ("masters", "tservers"):
+            replicas = getattr(self, tier).replicas
+            if replicas < self.replication_factor:
+                raise ValueError(
+                    f"{tier}.replicas {replicas} is below replicationFactor "
+                    f"{self.replication_factor}"
+                )
+        return self
+
+
+class ClickHouseConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    http_port: Port = 8123
+    native_port: Port = 9000
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        require_distinct_ports({"httpPort": self.http_port, "nativePort": self.native_port})
+        return self
+
+
+# --- the component ------------------------------------------------------------------------
 
 
 class StoreArgs(BaseModel):

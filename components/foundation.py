@@ -6,8 +6,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict
 
-from components import kube
-from components.network import Flow, default_deny_spec, dns_egress_spec, policy_specs
+from components.base import kube
+from components.base.network import Flow, default_deny_spec, dns_egress_spec, policy_specs
 
 
 class FoundationArgs(BaseModel):

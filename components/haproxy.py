@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Self
 
 import pulumi
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components import kube
-from components.templating import render
-from components.workload import DeploymentSpec, managed_deployment, service
-from stacks.config import Features, HaproxyConfig, OpenSipsPorts
+from components.base import kube
+from components.base.settings import (
+    Disruption,
+    Features,
+    ImageRef,
+    Model,
+    Port,
+    Resources,
+    require_disruption_below,
+    require_distinct_ports,
+)
+from components.base.templating import render
+from components.base.workload import DeploymentSpec, managed_deployment, service
+from components.opensips.settings import OpenSipsPorts
 
 CONFIG_DIR = "/usr/local/etc/haproxy"
 RUN_DIR = "/var/run/haproxy"
@@ -25,6 +35,70 @@ OPTIONS_PROBE = (
     "CSeq: 1 OPTIONS\\r\\n"
     "Content-Length: 0\\r\\n\\r\\n"
 )
+
+
+# --- settings: acm-platform:haproxy -------------------------------------------------------
+
+
+class HaproxyPorts(Model):
+    sip_tcp: Port = 5060
+    sip_tls: Port = 5061
+    management: Port = 8080
+    stats: Port = 8404
+    health: Port = 8405
+    metrics: Port = 8406
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        require_distinct_ports({"sipTcp": self.sip_tcp, "sipTls": self.sip_tls,
+                                 "management": self.management, "stats": self.stats,
+                                 "health": self.health, "metrics": self.metrics})
+        return self
+
+
+class HealthCheck(Model):
+    inter_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    rise: Annotated[int, Field(ge=1, le=10)] = 2
+    fall: Annotated[int, Field(ge=1, le=10)] = 3
+
+
+# Descriptors HAProxy keeps beyond two per connection: listeners, health checks of every
+# server slot, resolvers, the stats socket (measured: 42 for the prod config).
+HAPROXY_SPARE_FILES = 1000
+
+
+def haproxy_open_files(max_connections: int) -> int:
+    return 2 * max_connections + HAPROXY_SPARE_FILES
+
+
+class HaproxyConfig(Model):
+    image: ImageRef
+    replicas: Annotated[int, Field(ge=1)]
+    resources: Resources
+    pdb: Disruption
+    ports: HaproxyPorts = HaproxyPorts()
+    health_check: HealthCheck = HealthCheck()
+    max_connections: Annotated[int, Field(ge=100)] = 20000
+    # The open-files limit the cluster's container runtime gives a pod (Kubernetes has no
+    # setting for it). HAProxy needs two descriptors per connection and exits at start-up
+    # when the limit is lower ("Cannot raise FD limit").
+    open_files_limit: Annotated[int, Field(ge=1024)] = 65536
+    service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] = "LoadBalancer"
+
+    @model_validator(mode="after")
+    def _pdb_below_replicas(self) -> Self:
+        require_disruption_below(self.replicas, self.pdb, "replicas")
+        needed = haproxy_open_files(self.max_connections)
+        if needed > self.open_files_limit:
+            raise ValueError(
+                f"maxConnections {self.max_connections} needs about {needed} open files (two "
+                f"per connection, plus listeners and health checks), more than openFilesLimit "
+                f"{self.open_files_limit}: HAProxy would exit at start-up; lower "
+                "maxConnections or state the pods' real limit")
+        return self
+
+
+# --- the component ------------------------------------------------------------------------
 
 
 class HaproxyArgs(BaseModel):

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from components import kube
-from components.opensips_config import exported_metric
-from components.stateful import StatefulTierSpec, stateful_tier
-from components.templating import render
-from components.workload import DeploymentSpec, managed_deployment, service
-from stacks.config import MonitoringConfig
+from components.base import kube
+from components.base.settings import (
+    ImageRef,
+    Model,
+    Resources,
+    Storage,
+)
+from components.base.stateful import StatefulTierSpec, stateful_tier
+from components.base.templating import render
+from components.base.workload import DeploymentSpec, managed_deployment, service
+from components.opensips.config_files import exported_metric
 
 PROMETHEUS_PORT = 9090
 GRAFANA_PORT = 3000
@@ -38,6 +43,31 @@ REPORT_MAX_AGE_SECONDS = {
     "weekly": 7 * 24 * 3600 + 3600,
     "monthly": 31 * 24 * 3600 + 3 * 3600,
 }
+
+
+# --- settings: acm-platform:monitoring ----------------------------------------------------
+
+
+class PrometheusConfig(Model):
+    image: ImageRef
+    resources: Resources
+    storage: Storage
+    scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    retention_days: Annotated[int, Field(ge=1, le=400)] = 15
+    detection_latency_alert_ms: Annotated[int, Field(ge=1)] = 200
+
+
+class GrafanaConfig(Model):
+    image: ImageRef
+    resources: Resources
+
+
+class MonitoringConfig(Model):
+    prometheus: PrometheusConfig
+    grafana: GrafanaConfig
+
+
+# --- the component ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

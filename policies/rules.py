@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stacks.config import cron_fields
+from components.base.settings import cron_fields
 
 SIP_PATH = ("opensips", "haproxy", "acm-engine")
 CAPABILITIES_ALLOWED = {"NET_ADMIN", "NET_RAW"}

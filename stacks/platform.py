@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
 from components.acm_engine import AcmEngine, AcmEngineArgs
+from components.base import kube
+from components.base.images import OPENSIPS_IMAGE, build_image, build_job_image
+from components.base.network import Cidrs, Flow
 from components.compliance import EXPORTER_PORT, ComplianceJobs, ComplianceJobsArgs
 from components.datastores import (
     YB_MASTER_WEB,
@@ -31,10 +33,9 @@ from components.datastores import (
 )
 from components.foundation import FoundationArgs, PlatformFoundation
 from components.haproxy import HaproxyArgs, HaproxyTier
-from components.job_image import OPENSIPS_IMAGE, build_image, build_job_image
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
-from components.network import Cidrs, Flow
-from components.opensips import OpenSipsArgs, OpenSipsCluster
+from components.opensips.args import OpenSipsArgs
+from components.opensips.cluster import OpenSipsCluster
 from stacks.config import StackConfig
 
 DATABASE_SECRET = "acm-database"

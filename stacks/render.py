@@ -17,7 +17,7 @@ import yaml
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.kube import RENDERED_CONFIG_LABEL
+from components.base.kube import RENDERED_CONFIG_LABEL
 from stacks.config import PROJECT, StackConfig, load_stack_config
 from stacks.platform import build_platform
 from stacks.stack_files import ROOT as STACK_ROOT

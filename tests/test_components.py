@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components import kube
+from components.base import kube
 from stacks.render import Rendering
 from tests.conftest import render_modified
 

@@ -124,6 +124,16 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      "resources.limits.memory 512Mi leaves 204 MiB of shared memory once 32 processes"),
     ("prod", SET, "haproxy.openFilesLimit", 20000, "acm-platform:haproxy:",
      "maxConnections 20000 needs about 41000 open files"),
+    # A CPU-scaled part with no CPU request: utilization is undefined and the HPA never acts.
+    ("prod", SET, "opensips.resources.requests.cpu", "0", "acm-platform:opensips:",
+     "resources.requests.cpu 0 is zero, but the part is scaled on CPU"),
+    ("prod", SET, "acmEngine.resources.requests.cpu", "0m", "acm-platform:acmEngine:",
+     "resources.requests.cpu 0m is zero, but the part is scaled on CPU"),
+    # Far beyond any cluster of this platform (a typo or a test value left in).
+    ("prod", SET, "opensips.autoscaling.maxReplicas", 10000, "acm-platform:opensips:",
+     "autoscaling.maxReplicas 10000 is above 100, the most one part may scale to"),
+    ("prod", SET, "acmEngine.autoscaling.maxReplicas", 101, "acm-platform:acmEngine:",
+     "autoscaling.maxReplicas 101 is above 100"),
 ]
 
 
@@ -188,7 +198,7 @@ def test_no_setting_is_checked_by_a_bare_pattern() -> None:
 
 
 def test_schedules_are_read_by_croniter_names_included() -> None:
-    from stacks.config import cron_fields
+    from components.base.settings import cron_fields
 
     values, secret_keys = stack_values("prod")
     set_path(values, "compliance.reports.weekly.schedule", "0 11 * * MON")

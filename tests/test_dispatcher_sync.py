@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from components.opensips_config import DISPATCHER_COLUMNS
-from components.sidecars import dispatcher_sync
+from components.opensips import dispatcher_sync
+from components.opensips.config_files import DISPATCHER_COLUMNS
 
 
 def settings(tmp_path: Path, mi_url: str = "http://127.0.0.1:9/mi") -> dict[str, Any]:

@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from components.job_image import content_tag
+from components.base.images import content_tag
 from tests.conftest import render_modified
 
 ROOT = Path(__file__).resolve().parents[1]

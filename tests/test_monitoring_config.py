@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.monitoring import METRICS
-from components.opensips_config import STATISTICS, exported_metric
+from components.opensips.config_files import STATISTICS, exported_metric
 from stacks.render import Rendering
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"

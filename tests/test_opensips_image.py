@@ -12,8 +12,8 @@ import tarfile
 from functools import cache
 from pathlib import Path
 
-from components.job_image import OPENSIPS_IMAGE, content_tag
-from components.opensips_config import IMAGE_MODULE_PATH
+from components.base.images import OPENSIPS_IMAGE, content_tag
+from components.opensips.config_files import IMAGE_MODULE_PATH
 from stacks.stack_files import STACKS
 from tests.conftest import REPO, render_modified, rendering_of
 
@@ -74,7 +74,7 @@ def test_the_packaging_puts_modules_where_the_config_looks() -> None:
     # Debian packages install modules under lib/<multiarch>/opensips/modules of /usr.
     assert "LIBDIR=lib/$(DEB_HOST_MULTIARCH)" in packaging_rules()
     assert IMAGE_MODULE_PATH == "/usr/lib/x86_64-linux-gnu/opensips/modules/"
-    assert 'platform="linux/amd64"' in (REPO / "components" / "job_image.py").read_text()
+    assert 'platform="linux/amd64"' in (REPO / "components" / "base" / "images.py").read_text()
 
 
 def test_a_stack_with_a_registry_builds_the_opensips_image_and_deploys_its_tag() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as kube_client
 
-from components.kube import CONFIG_HASH_ANNOTATION
+from components.base.kube import CONFIG_HASH_ANNOTATION
 from stacks.render import Rendering
 from tests.cluster.kube import Cluster, readiness
 from tests.conftest import REPO, rendering_of

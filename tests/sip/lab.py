@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from components.opensips import OpenSipsArgs
-from components.opensips_config import (
+from components.base.templating import render
+from components.opensips.args import OpenSipsArgs
+from components.opensips.config_files import (
     DISPATCHER_COLUMNS,
     load_balancer_table,
     opensips_values,
     version_table,
 )
-from components.templating import render
-from stacks.config import MediaGateway
+from components.opensips.settings import MediaGateway
 from tests.conftest import REPO, rendering_of
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from components.opensips_config import IMAGE_MODULE_PATH
+from components.opensips.config_files import IMAGE_MODULE_PATH
 from stacks.stack_files import STACKS
 from tests.conftest import rendering_of
 from tests.sip.lab import (
@@ -94,7 +94,7 @@ def test_the_stacks_config_starts_and_stays_up(stack: str, tmp_path: Path,
 
 
 def test_db_text_tables_have_the_layout_of_opensips_4_0_1() -> None:
-    from components.opensips_config import (
+    from components.opensips.config_files import (
         DB_TEXT_VERSIONS,
         DISPATCHER_COLUMNS,
         LOAD_BALANCER_COLUMNS,
@@ -111,8 +111,8 @@ def test_db_text_tables_have_the_layout_of_opensips_4_0_1() -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_memory_follows_the_containers_limit(stack: str) -> None:
-    from stacks.config import opensips_memory_mib
-    from stacks.quantities import parse_quantity
+    from components.opensips.memory import opensips_memory_mib
+    from components.base.quantities import parse_quantity
 
     settings = rendering_of(stack).config.opensips
     command = rendering_of(stack).get("Deployment", "opensips")["spec"]["template"]["spec"][

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client as kube_client
 from kubernetes.client.exceptions import ApiException
 
-from components.kube import CONFIG_HASH_ANNOTATION
+from components.base.kube import CONFIG_HASH_ANNOTATION
 from tests.smoke.plan import Cluster, CronJobCheck, SmokePlan, Workload, section
 
 

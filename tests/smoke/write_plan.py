@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from components.base.kube import CONFIG_HASH_ANNOTATION, RENDERED_CONFIG_LABEL
+from components.base.settings import cron_fields
 from components.compliance import SECRET_NAME as COMPLIANCE_SECRET
-from components.kube import CONFIG_HASH_ANNOTATION, RENDERED_CONFIG_LABEL
-from stacks.config import cron_fields
 from stacks.render import Rendering, render_stack
 
 HAPROXY_BACKENDS = ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from components.templating import render
+from components.base.templating import render
+from components.opensips.args import OpenSipsArgs
 
-if TYPE_CHECKING:
-    from components.opensips import OpenSipsArgs
-
-SIDECAR_SCRIPT = Path(__file__).resolve().parent / "sidecars" / "dispatcher_sync.py"
+SIDECAR_SCRIPT = Path(__file__).resolve().parent / "dispatcher_sync.py"
 ACTIVE_SET = 1
 BACKUP_SET = 2
 GATEWAY_GROUP = 1

@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import BaseModel, ConfigDict
 
-from components import kube
-from components.opensips_config import OpenSipsFiles, opensips_files
-from components.workload import DeploymentSpec, managed_deployment, service
-from stacks.config import Features, OpenSipsConfig, opensips_memory_mib
+from components.base import kube
+from components.base.workload import DeploymentSpec, managed_deployment, service
+from components.opensips.args import OpenSipsArgs
+from components.opensips.config_files import OpenSipsFiles, opensips_files
+from components.opensips.memory import opensips_memory_mib
 
 CONFIG_DIR = "/etc/opensips"
 TLS_DIR = "/etc/opensips/tls"
 DB_DIR = "/var/lib/opensips/db"
 RUN_DIR = "/run/opensips"
-
-
-class OpenSipsArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    namespace: str
-    instance: str
-    settings: OpenSipsConfig
-    features: Features
-    priority_class: str
-    node_topology_key: str
-    zone_topology_key: str
-    acm_engine_domain: str
-    acm_engine_backup_domain: str | None
-    acm_engine_port: int
-    dragonfly_host: str
-    dragonfly_port: int
-    sidecar_image: str
-    sip_peer_cidrs: list[str]
-    tls_certificate: str
-    tls_private_key: str
 
 
 class OpenSipsCluster(pulumi.ComponentResource):

@@ -9,8 +9,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import kube
-from stacks.config import Resources, Storage
+from components.base import kube
+from components.base.settings import Resources, Storage
 
 DATA_VOLUME = "data"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pulumi
 import pulumi_docker as docker
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

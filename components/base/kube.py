@@ -24,7 +24,7 @@ import pulumi_kubernetes.networking.v1
 import pulumi_kubernetes.policy.v1
 import pulumi_kubernetes.scheduling.v1
 
-from stacks.config import Autoscaling, Resources
+from components.base.settings import Autoscaling, Resources
 
 PART_OF = "acm-platform"
 CONFIG_HASH_ANNOTATION = "acm-platform.ng/config-hash"

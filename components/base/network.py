@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from components.kube import Part
+from components.base.kube import Part
 
 Protocol = Literal["TCP", "UDP"]
 

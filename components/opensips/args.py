@@ -1,0 +1,29 @@
+"""What the OpenSIPS part is given: its settings and where its neighbours are."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from components.base.settings import Features
+from components.opensips.settings import OpenSipsConfig
+
+
+class OpenSipsArgs(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    instance: str
+    settings: OpenSipsConfig
+    features: Features
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+    acm_engine_domain: str
+    acm_engine_backup_domain: str | None
+    acm_engine_port: int
+    dragonfly_host: str
+    dragonfly_port: int
+    sidecar_image: str
+    sip_peer_cidrs: list[str]
+    tls_certificate: str
+    tls_private_key: str

@@ -1,0 +1,131 @@
+"""OpenSIPS settings (`acm-platform:opensips`): ports, media gateways, flood protection, the
+circuit breaker, workers and memory, validated before anything is deployed."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from components.base.settings import (
+    Autoscaling,
+    Disruption,
+    Host,
+    ImageBuild,
+    ImageRef,
+    Model,
+    Network,
+    Percent,
+    Port,
+    Resources,
+    require_disruption_below,
+    require_distinct_ports,
+    require_scalable,
+    tag_version,
+)
+from components.opensips.memory import (
+    OPENSIPS_HELPER_PROCESSES,
+    OPENSIPS_MIN_SHARED_MIB,
+    opensips_memory_mib,
+)
+
+
+class OpenSipsPorts(Model):
+    sip_udp: Port = 5060
+    sip_tcp: Port = 5060
+    sip_tls: Port = 5061
+    # PROXY-protocol sockets: only the HAProxy pods may reach them (NetworkPolicy).
+    proxy_tcp: Port = 5070
+    proxy_tls: Port = 5071
+    http: Port = 8888
+
+    @model_validator(mode="after")
+    def _distinct_tcp_ports(self) -> Self:
+        require_distinct_ports({"sipTcp": self.sip_tcp, "sipTls": self.sip_tls,
+                                 "proxyTcp": self.proxy_tcp, "proxyTls": self.proxy_tls,
+                                 "http": self.http})
+        return self
+
+
+class MediaGateway(Model):
+    host: Host
+    port: Port = 5060
+    # load_balancer capacity: concurrent calls this gateway takes.
+    capacity: Annotated[int, Field(ge=1)]
+
+
+class FloodProtection(Model):
+    """Requests per second one source address may send before OpenSIPS drops the excess.
+
+    The source is the caller's own address (on the PROXY sockets, the one HAProxy's header
+    carries). Interconnect partners send thousands of calls per second from a handful of
+    addresses, so a known trunk (an address in network.sipPeerCidrs) has a limit of its own.
+    """
+
+    requests_per_second: Annotated[int, Field(ge=1)] = 30
+    trunk_requests_per_second: Annotated[int, Field(ge=1)] = 5000
+
+
+class CircuitBreaker(Model):
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    open_seconds: Annotated[int, Field(ge=1)] = 30
+    half_open_percent: Percent = 10
+
+
+class OpenSipsConfig(Model):
+    # Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile.
+    image: ImageRef
+    image_build: ImageBuild | None = None
+    # Python image of the dispatcher-sync sidecar (stdlib only).
+    dispatcher_sync_image: ImageRef
+    resources: Resources
+    autoscaling: Autoscaling
+    pdb: Disruption
+    ports: OpenSipsPorts = OpenSipsPorts()
+    udp_workers: Annotated[int, Field(ge=1, le=64)]
+    tcp_workers: Annotated[int, Field(ge=1, le=64)]
+    max_udp_workers: Annotated[int, Field(ge=1, le=128)]
+    dispatcher_probe_seconds: Annotated[int, Field(ge=1)] = 5
+    gateway_probe_seconds: Annotated[int, Field(ge=1)] = 30
+    gateway_failures_before_inactive: Annotated[int, Field(ge=1)] = 2
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    media_gateways: Annotated[list[MediaGateway], Field(min_length=1)]
+    # Where the media gateways live, for the NetworkPolicy egress rule.
+    media_gateway_cidrs: Annotated[list[Network], Field(min_length=1)]
+    flood_protection: FloodProtection = FloodProtection()
+    # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
+    udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
+
+    @model_validator(mode="after")
+    def _pdb_below_floor(self) -> Self:
+        require_disruption_below(
+            self.autoscaling.min_replicas, self.pdb, "autoscaling.minReplicas"
+        )
+        require_scalable(self.resources, self.autoscaling)
+        version = tag_version(self.image)
+        if version is not None and version < (4, 0):
+            raise ValueError(
+                f"image {self.image!r} is OpenSIPS {version[0]}.{version[1]}: the config "
+                "accepts HAProxy's PROXY protocol on its sockets (allow_proxy_protocol), which "
+                "OpenSIPS has from 4.0 on; use a 4.0 image")
+        gateways = [(g.host.lower(), g.port) for g in self.media_gateways]
+        repeated = sorted({f"{host}:{port}" for host, port in gateways
+                           if gateways.count((host, port)) > 1})
+        if repeated:
+            raise ValueError(f"mediaGateways lists {', '.join(repeated)} more than once: "
+                             "load_balancer would count its channels twice; list each gateway "
+                             "once with its whole capacity")
+        if self.max_udp_workers < self.udp_workers:
+            raise ValueError(
+                f"maxUdpWorkers {self.max_udp_workers} is below udpWorkers {self.udp_workers}"
+            )
+        shared, private = opensips_memory_mib(self.resources.limits.memory,
+                                              self.max_udp_workers, self.tcp_workers)
+        if shared < OPENSIPS_MIN_SHARED_MIB:
+            processes = self.max_udp_workers + self.tcp_workers + OPENSIPS_HELPER_PROCESSES
+            raise ValueError(
+                f"resources.limits.memory {self.resources.limits.memory} leaves {shared} MiB of "
+                f"shared memory once {processes} processes have {private} MiB each; OpenSIPS "
+                f"needs at least {OPENSIPS_MIN_SHARED_MIB} MiB (about 0.21 MiB per call per "
+                "second): raise the limit or lower maxUdpWorkers/tcpWorkers")
+        return self
