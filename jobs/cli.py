@@ -9,8 +9,11 @@
     ncc-report migrate
 
 Without a period, a report command covers the last complete period and catches up on earlier
-unaccepted ones. Exit status: 0 done (or already accepted), 1 a period failed or was rejected,
-2 bad settings or arguments.
+unaccepted ones. A period that has not ended (WAT) is refused before any work.
+
+Exit status: 0 done, already accepted, or another run holds the lock (it does the work);
+1 a period failed or was rejected; 2 bad settings or arguments, or a period that has not ended
+(nothing was done); 3 the report database could not be reached or failed during the run.
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ import argparse
 import datetime as dt
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
-from jobs import audit
-from jobs.database import apply_schema, connect
-from jobs.periods import REPORTS, Report, parse_period
+from jobs import audit, clock
+from jobs.database import DatabaseUnavailable, LockBusy, apply_schema, connect
+from jobs.periods import REPORTS, Period, Report, ensure_ended, parse_period
 from jobs.settings import ConfigError, JobSettings, load_settings
 from jobs.submit import ReportRun, Transport, scheduled_periods, submit_incidents
 
 log = logging.getLogger("ncc-report")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,64 +72,108 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"out_dir": args.out})
         if getattr(args, "dry_run", False):
             settings = settings.model_copy(update={"dry_run": True})
-        return _dispatch(args, settings)
-    except ConfigError as error:
+        # Every argument and setting is checked here, before a connection is opened: a bad
+        # period or a missing endpoint is the operator's to fix, whatever the database does.
+        periods = _requested_periods(args)
+        sending = _sends(args, settings)
+        transport = Transport.from_settings(settings) if sending else nullcontext(None)
+        with transport as opened:
+            return _dispatch(args, settings, periods, opened)
+    except (ConfigError, ValueError) as error:  # settings, a malformed or unfinished period
         log.error("%s", error)
         print(f"ncc-report: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # a malformed --period
+        return EXIT_USAGE
+    except DatabaseUnavailable as error:
+        log.error("%s", error, extra={"db_host": error.host, "db_port": error.port})
         print(f"ncc-report: {error}", file=sys.stderr)
-        return 2
+        return EXIT_DATABASE
+    except LockBusy as error:
+        # An overlapping run (a manual one during the CronJob's) is not a failure: the run
+        # holding the lock does the work.
+        log.warning("%s", error)
+        print(f"ncc-report: {error}; this run did nothing")
+        return EXIT_OK
+    except Exception as error:  # never a traceback for the operator; the log has the type
+        log.error("unexpected failure: %s: %s", type(error).__name__, error)
+        print(f"ncc-report: unexpected failure ({type(error).__name__}: {error}); nothing "
+              "further was done, see the JSON log", file=sys.stderr)
+        return EXIT_FAILED
 
 
-def _dispatch(args: argparse.Namespace, settings: JobSettings) -> int:
+def _requested_periods(args: argparse.Namespace) -> list[Period] | None:
+    """The period a report command names, parsed and refused if it has not ended yet; None
+    for the scheduled run (the last complete period and missed ones before it)."""
+    if args.command == "status" and args.report != "incident":
+        key = args.period or args.period_option
+        if not key:
+            raise ValueError("status: give the period (or the alert id of an incident)")
+        parse_period(args.report, key)
+    if args.command not in REPORTS or not args.period:
+        return None
+    period = parse_period(cast(Report, args.command), args.period)
+    ensure_ended(period, clock.now())
+    return [period]
+
+
+def _sends(args: argparse.Namespace, settings: JobSettings) -> bool:
+    if args.command in REPORTS:
+        return not settings.dry_run
+    return bool(args.command == "incidents" or (args.command == "status" and args.refresh))
+
+
+def _dispatch(args: argparse.Namespace, settings: JobSettings, periods: list[Period] | None,
+              transport: Transport | None) -> int:
     if args.command == "exporter":
         from jobs.exporter import serve
 
         serve(settings, args.port)
-        return 0
-    now = dt.datetime.now(dt.UTC)
+        return EXIT_OK
+    now = clock.now()
     with connect(settings) as conn:
-        apply_schema(conn)
-        if args.command == "migrate":
-            return 0
-        if args.command == "status":
-            return _status(conn, settings, args)
-        if args.command == "incidents":
-            with Transport.from_settings(settings) as transport:
-                result = submit_incidents(conn, settings, transport.atrs, now)
-            print(f"incidents: {result.submitted} submitted, {result.already} already "
-                  f"submitted, {result.failed} failed, {result.late} past the 1-hour deadline")
-            return 1 if result.failed else 0
-        report = cast(Report, args.command)
         if settings.dry_run:
-            run = ReportRun(conn, settings, None)
-            return _run_reports(run, report, args.period, now)
-        with Transport.from_settings(settings) as transport:
-            return _run_reports(ReportRun(conn, settings, transport), report, args.period, now)
+            # A dry run leaves the database as it found it: the schema it applies, the number
+            # readings and first statuses it records all go with this transaction.
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return _work(args, conn, settings, periods, transport, now)
+        return _work(args, conn, settings, periods, transport, now)
 
 
-def _run_reports(run: ReportRun, report: Report, period: str | None, now: dt.datetime) -> int:
-    periods = ([parse_period(report, period)] if period
-               else scheduled_periods(run, report, now))
-    log.info("%s: %d period(s) to run: %s", report, len(periods),
-             ", ".join(p.label for p in periods))
-    for each in periods:
+def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
+          periods: list[Period] | None, transport: Transport | None, now: dt.datetime) -> int:
+    apply_schema(conn)
+    if args.command == "migrate":
+        return EXIT_OK
+    if args.command == "status":
+        return _status(conn, settings, args, transport)
+    if args.command == "incidents":
+        assert transport is not None
+        result = submit_incidents(conn, settings, transport.atrs, now)
+        print(f"incidents: {result.submitted} submitted, {result.already} already "
+              f"submitted, {result.failed} failed, {result.late} past the 1-hour deadline")
+        return EXIT_FAILED if result.failed else EXIT_OK
+    report = cast(Report, args.command)
+    run = ReportRun(conn, settings, transport)
+    chosen = periods if periods is not None else scheduled_periods(run, report, now)
+    log.info("%s: %d period(s) to run: %s", report, len(chosen),
+             ", ".join(p.label for p in chosen))
+    for each in chosen:
         outcome = run.run(each)
         reference = f" (reference {outcome.reference})" if outcome.reference else ""
         print(f"{report} {outcome.label}: {outcome.status}{reference}")
-    return 0 if all(outcome.ok for outcome in run.outcomes) else 1
+    return EXIT_OK if all(outcome.ok for outcome in run.outcomes) else EXIT_FAILED
 
 
-def _status(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:
+def _status(conn: Any, settings: JobSettings, args: argparse.Namespace,
+            transport: Transport | None) -> int:
     key = args.period or args.period_option
     if not key:
         raise ValueError("status: give the period (or the alert id of an incident)")
     if args.report == "incident":
         record = audit.incident(conn, key, settings.license_number, settings.environment)
         if record and args.refresh:
-            with Transport.from_settings(settings) as transport:
-                remote = transport.atrs.incident_status(record["incident_id"])
+            assert transport is not None
+            remote = transport.atrs.incident_status(record["incident_id"])
             audit.update_incident_status(conn, key, settings.license_number,
                                          settings.environment, str(remote.get("status")))
             record = audit.incident(conn, key, settings.license_number, settings.environment)

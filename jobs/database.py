@@ -27,17 +27,52 @@ class LockBusy(Exception):
     """Another run holds the period (a manual run overlapping the CronJob)."""
 
 
+class DatabaseUnavailable(Exception):
+    """The report database could not be reached, or went away during the run; names where."""
+
+    def __init__(self, host: str, port: int, what: str) -> None:
+        super().__init__(f"the report database at {host}:{port} {what}")
+        self.host = host
+        self.port = port
+
+
 def schema_sql(name: str) -> str:
     return resources.files("jobs").joinpath("sql", name).read_text(encoding="utf-8")
 
 
-def connect(settings: JobSettings) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(
-        host=settings.db_host, port=settings.db_port, dbname=settings.db_name,
-        user=settings.db_user, password=read_secret(settings, DATABASE_PASSWORD),
-        sslmode=settings.db_sslmode, application_name="ncc-report", connect_timeout=15,
-        autocommit=True,
-    )
+@contextmanager
+def connect(settings: JobSettings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection for the run. A database that refuses, is down, or accepts and never
+    answers fails within `db_connect_timeout_seconds` as `DatabaseUnavailable` naming host and
+    port; so does a connection lost during the run (a restart), after which nothing more is
+    attempted: the next run resumes from the audit trail."""
+    password = read_secret(settings, DATABASE_PASSWORD)
+    host, port, limit = settings.db_host, settings.db_port, settings.db_connect_timeout_seconds
+    try:
+        conn = psycopg.connect(
+            host=host, port=port, dbname=settings.db_name, user=settings.db_user,
+            password=password, sslmode=settings.db_sslmode, application_name="ncc-report",
+            connect_timeout=limit, autocommit=True)
+    except psycopg.OperationalError as error:
+        reason = _first_line(error)
+        if "timeout expired" in reason:
+            what = (f"did not answer within {limit} s (NCC_DB_CONNECT_TIMEOUT_SECONDS); "
+                    "nothing was generated or sent")
+        else:
+            what = f"could not be reached ({reason}); nothing was generated or sent"
+        raise DatabaseUnavailable(host, port, what) from None
+    try:
+        with conn:
+            yield conn
+    except psycopg.OperationalError as error:
+        raise DatabaseUnavailable(
+            host, port, f"failed during the run ({_first_line(error)}); what was accepted is "
+            "recorded, and the next run resumes from the audit trail") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def apply_schema(conn: psycopg.Connection[tuple[object, ...]],

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ def build_package(conn: Connection, period: Period, license_number: str,
                   out_dir: Path) -> Package:
     names = file_names(period, license_number)
     final = out_dir / period.report / period.label
+    remove_dead_runs_leftovers(out_dir / period.report)
     staging = out_dir / period.report / f".{period.label}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -101,9 +103,12 @@ def build_package(conn: Connection, period: Period, license_number: str,
         log.info("generating %s package for %s", period.report, period.label,
                  extra={"report": period.report, "period": period.label})
         record_numbers(conn, period.start, period.end)
+        # One snapshot for all files, so the summary agrees with the CSVs it checksums. A dry
+        # run is inside one repeatable-read transaction already (rolled back at its end).
+        in_transaction = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
         with conn.transaction():
-            # One snapshot for all files, so the summary agrees with the CSVs it checksums.
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if not in_transaction:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             files, summary = _write_files(conn, period, license_number, names, staging)
         _replace_directory(staging, final)
     except BaseException:
@@ -115,6 +120,40 @@ def build_package(conn: Connection, period: Period, license_number: str,
              extra={"report": period.report, "period": period.label,
                     "payload_sha256": package.payload_sha256})
     return package
+
+
+_LEFTOVER = re.compile(r"^\.(?P<label>.+)\.(?:staging|retired)-(?P<pid>\d+)$")
+
+
+def remove_dead_runs_leftovers(report_dir: Path) -> list[Path]:
+    """Staging and retired folders of runs that are gone (killed mid-generation): a folder
+    is a leftover when no process has its PID, or when the PID is this process's own (a pod's
+    job process is often the same PID as the dead one's), since this run has made none yet."""
+    removed: list[Path] = []
+    if not report_dir.is_dir():
+        return removed
+    for entry in report_dir.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        pid = int(match["pid"])
+        if pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+        log.info("removed %s, left by a run that is gone", entry.name,
+                 extra={"leftover": str(entry)})
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _write_files(conn: Connection, period: Period, license_number: str,

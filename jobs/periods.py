@@ -79,6 +79,20 @@ def period_containing(report: Report, day: dt.date) -> Period:
     return Period(report, first, following - dt.timedelta(days=1))
 
 
+class PeriodNotEnded(ValueError):
+    """A period asked for before its end: its figures would be partial, and a package sent
+    for it would stand in for the true one (a re-run of an accepted period sends nothing)."""
+
+
+def ensure_ended(period: Period, now: dt.datetime) -> None:
+    """Refuse a period whose end (WAT) is after `now`, naming when it can first be reported."""
+    if period.end > now:
+        raise PeriodNotEnded(
+            f"{period.report} {period.label} has not ended: it ends at "
+            f"{period.end:%Y-%m-%d %H:%M} WAT and can first be reported then; nothing was "
+            "generated or sent")
+
+
 def last_complete_period(report: Report, now: dt.datetime) -> Period:
     """The most recent period that has fully ended in Lagos at `now`."""
     return period_containing(report, today_in_lagos(now)).previous()

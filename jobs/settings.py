@@ -4,6 +4,7 @@ or missing setting is reported by the name the operator sets it under."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,7 +21,7 @@ class ConfigError(Exception):
 class JobSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    license_number: Annotated[str, Field(pattern=r"^[A-Z0-9-]{3,32}$")]
+    license_number: str
     environment: Literal["sandbox", "production"]
     # The report database (YugabyteDB YSQL in production). The password is a secret file.
     db_host: str
@@ -28,11 +29,14 @@ class JobSettings(BaseSettings):
     db_name: str = "acm"
     db_user: str = "ncc_compliance"
     db_sslmode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    # How long a connection attempt may take before the run gives up and says so (libpq's
+    # connect_timeout: a database that accepts and never answers counts too).
+    db_connect_timeout_seconds: Annotated[int, Field(ge=2, le=120)] = 10
     sftp_host: str | None = None
     sftp_port: Annotated[int, Field(ge=1, le=65535)] = 22
     sftp_user: str = "acm"
     sftp_directory: str = "/incoming"
-    atrs_base_url: Annotated[str, Field(pattern=r"^https://[^/\s]+")] | None = None
+    atrs_base_url: str | None = None
     # A CA bundle for the ATRS endpoint; unset means the system's trust store. Never "off".
     atrs_ca_file: Path | None = None
     atrs_timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 30.0
@@ -46,6 +50,23 @@ class JobSettings(BaseSettings):
     catch_up_periods: Annotated[int, Field(ge=1, le=31)] = 7
     # How far back the first incident run (no watermark yet) looks for CRITICAL alerts.
     incident_lookback_hours: Annotated[int, Field(ge=1, le=168)] = 24
+
+    @field_validator("license_number")
+    @classmethod
+    def licence(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z0-9-]{3,32}", value):
+            raise ValueError(f"{value!r} is not an NCC licence number: 3 to 32 capital "
+                             "letters, digits or hyphens")
+        return value
+
+    @field_validator("atrs_base_url")
+    @classmethod
+    def https_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https://[^/\s]+(/\S*)?", value):
+            raise ValueError(f"{value!r} is not an https:// address of the regulator's API "
+                             "(https://host[:port][/path], no spaces): the API is reached over "
+                             "verified TLS only")
+        return value
 
     @field_validator("sftp_directory")
     @classmethod
@@ -69,7 +90,7 @@ def load_settings() -> JobSettings:
         problems = []
         for detail in error.errors():
             name = f"{ENV_PREFIX}{str(detail['loc'][0]).upper()}" if detail["loc"] else "?"
-            problems.append(f"{name}: {detail['msg']}")
+            problems.append(f"{name}: {detail['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid job settings:\n  " + "\n  ".join(problems)) from None
 
 

@@ -73,7 +73,10 @@ def test_dry_run_generates_and_sends_nothing(job_env: dict[str, str], database: 
             ).is_file()
     assert list(remote_dir.iterdir()) == []
     assert atrs.log == []
-    assert submissions(database) == []
+    # Not even the job's schemas: a dry run leaves the database as it found it.
+    with database.connect() as conn:
+        assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ncc%'"
+                            ).fetchall() == []
 
 
 def test_rejected_payload_fails_loudly_and_a_rerun_records_a_new_attempt(
@@ -110,9 +113,10 @@ def test_unpinned_host_key_is_refused(job_env: dict[str, str], database: Databas
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("NCC_LICENSE_NUMBER", None, "NCC_LICENSE_NUMBER: Field required"),
     ("NCC_ENVIRONMENT", "staging", "NCC_ENVIRONMENT: Input should be 'sandbox' or 'production'"),
-    ("NCC_ATRS_BASE_URL", "http://atrs.example", "NCC_ATRS_BASE_URL: String should match"),
+    ("NCC_ATRS_BASE_URL", "http://atrs.example",
+     "NCC_ATRS_BASE_URL: 'http://atrs.example' is not an https:// address"),
     ("NCC_DB_PORT", "fifty", "NCC_DB_PORT: Input should be a valid integer"),
-    ("NCC_SFTP_DIRECTORY", "incoming", "NCC_SFTP_DIRECTORY: Value error, must be an absolute"),
+    ("NCC_SFTP_DIRECTORY", "incoming", "NCC_SFTP_DIRECTORY: must be an absolute path"),
 ])
 def test_bad_settings_are_named_before_any_work(
         job_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
