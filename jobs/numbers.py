@@ -15,7 +15,7 @@ import phonenumbers
 import psycopg
 from psycopg import sql
 
-from jobs.database import READ_CONTRACT
+from jobs.database import READ_CONTRACT, READINGS
 
 # Numbers without a country code are Nigerian: the engine records interconnect traffic.
 DEFAULT_REGION = "NG"
@@ -67,5 +67,6 @@ def record_numbers(conn: psycopg.Connection[Any], since: dt.datetime, until: dt.
                     copy.write_row((raw, e164(raw)))
             conn.execute(sql.SQL("INSERT INTO {}.numbers (raw, e164, read_by)"
                                  " SELECT raw, e164, %s FROM new_numbers"
-                                 " ON CONFLICT (raw) DO NOTHING").format(schema), (READ_BY,))
+                                 " ON CONFLICT (raw) DO NOTHING").format(
+                                     sql.Identifier(READINGS)), (READ_BY,))
     return len(unread)

@@ -31,7 +31,7 @@ from psycopg import sql
 
 from jobs import audit
 from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy
-from jobs.database import READ_CONTRACT, run_lock
+from jobs.database import READ_CONTRACT, LockBusy, run_lock
 from jobs.generate import Package, build_package
 from jobs.numbers import record_numbers
 from jobs.periods import Period, last_complete_period
@@ -47,7 +47,7 @@ from jobs.sftp import SftpTarget, remove_stale_partials, sftp_session, upload_at
 
 log = logging.getLogger(__name__)
 Connection = psycopg.Connection[tuple[Any, ...]]
-Status = Literal["accepted", "already-accepted", "generated", "rejected", "failed"]
+Status = Literal["accepted", "already-accepted", "generated", "busy", "rejected", "failed"]
 INCIDENT_DEADLINE = dt.timedelta(hours=1)
 # Alerts committed a little after later-detected ones must still be seen.
 INCIDENT_OVERLAP = dt.timedelta(minutes=15)
@@ -62,7 +62,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("accepted", "already-accepted", "generated")
+        # busy: another run holds the period (a manual run beside the CronJob's) and does it.
+        return self.status in ("accepted", "already-accepted", "generated", "busy")
 
 
 @dataclass
@@ -123,6 +124,10 @@ class ReportRun:
             with run_lock(self.conn, f"ncc-report:{self.settings.license_number}:"
                                      f"{period.report}:{period.label}"):
                 outcome = self._run_locked(period)
+        except LockBusy as error:
+            log.warning("%s: %s", label, error,
+                        extra={"report": period.report, "period": period.label})
+            outcome = Outcome(period.label, "busy", detail=str(error))
         except Exception as error:  # every failure is recorded and reported, none escapes
             log.error("%s failed: %s", label, error,
                       extra={"report": period.report, "period": period.label})

@@ -50,7 +50,7 @@ def test_daily_run_uploads_atomically_submits_once_and_records(
     assert submissions(database) == [(DAY, "accepted", accepted[0].reference)]
     with database.connect() as conn:
         package = conn.execute("SELECT files, read_contract FROM ncc_audit.packages").fetchall()
-    assert len(package) == 1 and package[0][1] == "ncc_read_v2"
+    assert len(package) == 1 and package[0][1] == "ncc_read_v3"
     assert [f["sha256"] for f in package[0][0]] == [f["sha256"] for f in accepted[0].body["files"]]
 
     # A second run of an accepted day sends nothing and records nothing new.

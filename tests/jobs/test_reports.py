@@ -3,6 +3,7 @@ day, empty days, E.164 normalization, checksums, reproducibility, weekly and mon
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -289,3 +290,70 @@ def test_a_status_edited_later_changes_no_past_package(database: Database, job_c
     next_day = daily(job_conn, "2026-11-24", tmp_path)
     # (That day also holds A5, OPEN, of the awkward data set.)
     assert statistics_row(next_day)["false_positive_rate_percent"] == "50.000"
+
+
+ADDITIVE = ("total_calls", "alerts_total", "alerts_critical", "alerts_high", "alerts_medium",
+            "alerts_low", "calls_disconnected", "patterns_blocked")
+
+
+def load_midnight_week(conn: Any) -> None:
+    """Every day of W48 (and the last of November) has actions on both sides of its midnight:
+    an alert just before midnight acted on just after it, one just after midnight acted on at
+    once, a block just before midnight, and one call alerted on two days."""
+    severities = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
+    action_id, call_id, yesterdays_call = 1000, 5000, 9999
+    for offset in range(8):  # 2026-11-23 .. 2026-11-30 (WAT)
+        day = dt.date(2026, 11, 23) + dt.timedelta(days=offset)
+        midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0),
+                                       tzinfo=dt.timezone(dt.timedelta(hours=1)))
+        start = midnight - dt.timedelta(days=1)
+        alerts = [  # id, detected, call, actions (seconds after detection, action)
+            (f"M{offset}-late", midnight - dt.timedelta(seconds=10), call_id,
+             [(30, "DISCONNECT")]),  # acted on 20 s after midnight: counts on no day
+            (f"M{offset}-early", start + dt.timedelta(seconds=10), call_id + 1,
+             [(20, "DISCONNECT"), (21, "DISCONNECT")]),  # a duplicate row counts once
+            (f"M{offset}-block", midnight - dt.timedelta(seconds=40), None,
+             [(5, "BLOCK_PATTERN")]),
+            # On Thursday, Wednesday's early call is alerted on and disconnected again.
+            (f"M{offset}-again", start + dt.timedelta(hours=12),
+             yesterdays_call if offset == 3 else call_id + 2, [(1, "DISCONNECT")]),
+        ]
+        yesterdays_call = call_id + 1
+        for index, (alert_id, detected, call, actions) in enumerate(alerts):
+            conn.execute("INSERT INTO acm.fraud_alerts VALUES (%s, %s, %s, %s, 'SIM_BOX',"
+                         " '08030000001', '08037654321', 'OPEN')",
+                         (alert_id, detected, call, severities[(offset + index) % 4]))
+            for delay, action in actions:
+                action_id += 1
+                conn.execute("INSERT INTO acm.actions VALUES (%s, %s, %s, %s)",
+                             (action_id, alert_id, detected + dt.timedelta(seconds=delay),
+                              action))
+        for minute in (1, 600, 1439):
+            call_id += 10
+            conn.execute("INSERT INTO acm.call_records VALUES (%s, %s, '0803', '0803', 25)",
+                         (call_id, start + dt.timedelta(minutes=minute)))
+        call_id += 10
+
+
+@pytest.mark.parametrize(("report", "label", "days"), [
+    ("weekly", "2026-W48", [f"2026-11-{d}" for d in range(23, 30)]),
+    ("monthly", "2026-11", [f"2026-11-{d:02d}" for d in range(1, 31)]),
+])
+def test_a_longer_period_is_the_sum_of_its_days(database: Database, job_conn: Any,
+                                                tmp_path: Path, report: str, label: str,
+                                                days: list[str]) -> None:
+    with database.connect() as conn:
+        load_midnight_week(conn)
+    package = build_package(job_conn, parse_period(report, label), LICENSE,  # type: ignore[arg-type]
+                            tmp_path / report)
+    totals = json.loads(package.path(package.files[-1]).read_text())["statistics"]
+    day_rows = list(csv.DictReader(package.path(package.files[0]).open()))
+    assert [row["report_date"] for row in day_rows] == days
+    daily_packages = [statistics_row(daily(job_conn, day, tmp_path / "daily")) for day in days]
+    for statistic in ADDITIVE:
+        from_rows = sum(int(row[statistic]) for row in day_rows)
+        from_dailies = sum(int(row[statistic]) for row in daily_packages)
+        assert totals[statistic] == from_rows == from_dailies, statistic
+    # The data has what the rule is about: per day, two disconnected calls and one block.
+    assert totals["calls_disconnected"] == 2 * min(len(days), 8 if report == "monthly" else 7)
+    assert totals["patterns_blocked"] == min(len(days), 8 if report == "monthly" else 7)
