@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from jobs.atrs import HttpTry
 from jobs.database import READ_CONTRACT
 from jobs.generate import Package
 
@@ -126,6 +127,52 @@ def mark_submitting(conn: Connection, submission_id: int, idempotency_key: str,
         (idempotency_key, Jsonb(request_body), submission_id))
 
 
+def record_try(conn: Connection, submission_id: int, attempt: HttpTry) -> None:
+    """One HTTP try of an attempt, written as it ends (a later crash keeps it)."""
+    conn.execute(
+        "INSERT INTO ncc_audit.http_tries (submission_id, try_number, method, path, started_at,"
+        " duration_ms, http_status, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (submission_id, attempt.number, attempt.method, attempt.path, attempt.started_at,
+         round(attempt.seconds * 1000, 1), attempt.http_status, attempt.error))
+
+
+def http_tries(conn: Connection, submission_id: int) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        return cursor.execute(
+            "SELECT try_number, method, path, started_at, duration_ms, http_status, error"
+            " FROM ncc_audit.http_tries WHERE submission_id = %s ORDER BY try_id",
+            (submission_id,)).fetchall()
+
+
+def resolve_unconfirmed(conn: Connection, unanswered: Attempt, *, report: str, period: str,
+                        license_number: str, environment: str, reference: str | None) -> int:
+    """A person's answer to an unconfirmed attempt, as a new attempt that resumes it: accepted
+    with the regulator's reference, or failed (not received) carrying the same request and key,
+    which the next run then resends."""
+    outcome = "accepted" if reference else "failed"
+    detail = ("the regulator confirmed it holds the submission (recorded by an operator)"
+              if reference else "the regulator confirmed it does not hold the submission "
+              "(recorded by an operator); the next run resends the same request")
+    submission_id = start_attempt(
+        conn, report=report, period=period, license_number=license_number,
+        environment=environment, outcome="submitting", package_id=unanswered.package_id,
+        idempotency_key=unanswered.idempotency_key, request_body=unanswered.request_body,
+        resumes=unanswered.submission_id)
+    finish_attempt(conn, submission_id, outcome, reference=reference, detail=detail)
+    return submission_id
+
+
+def unconfirmed_periods(conn: Connection, license_number: str,
+                        environment: str) -> list[tuple[str, str]]:
+    """(report, period) whose newest attempt is an unanswered POST nobody has resolved."""
+    rows = conn.execute(
+        "SELECT report, period FROM (SELECT DISTINCT ON (report, period) report, period,"
+        " outcome FROM ncc_audit.submissions WHERE license_number = %s AND environment = %s"
+        " ORDER BY report, period, submission_id DESC) AS newest WHERE outcome = 'unconfirmed'",
+        (license_number, environment)).fetchall()
+    return [(str(report), str(period)) for report, period in rows]
+
+
 def finish_attempt(conn: Connection, submission_id: int, outcome: str, *,
                    http_status: int | None = None, reference: str | None = None,
                    detail: str | None = None) -> None:
@@ -161,6 +208,19 @@ def update_incident_status(conn: Connection, alert_id: str, license_number: str,
         (status, alert_id, license_number, environment))
 
 
+def any_incident_attempt(conn: Connection, license_number: str, environment: str) -> bool:
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM ncc_audit.submissions WHERE report = 'incident'"
+        " AND license_number = %s AND environment = %s)",
+        (license_number, environment)).fetchone() == (True,)
+
+
+def critical_alerts_before(conn: Connection, since: dt.datetime) -> int:
+    row = conn.execute("SELECT count(*) FROM acm.fraud_alerts WHERE severity = 'CRITICAL'"
+                       " AND detected_at < %s", (since,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def incident_watermark(conn: Connection, license_number: str,
                        environment: str) -> dt.datetime | None:
     row = conn.execute(
@@ -187,12 +247,14 @@ def period_history(conn: Connection, report: str, period: str,
             "SELECT package_id, generated_at, read_contract, files, payload_sha256"
             " FROM ncc_audit.packages WHERE report = %s AND period = %s AND license_number = %s"
             " ORDER BY package_id", (report, period, license_number)).fetchall()
-        attempts = cursor.execute(
+        attempts: list[dict[str, Any]] = cursor.execute(
             "SELECT submission_id, environment, package_id, started_at, finished_at, outcome,"
             " http_status, regulator_reference, detail, resumes, idempotency_key"
             " FROM ncc_audit.submissions WHERE report = %s AND period = %s"
             " AND license_number = %s ORDER BY submission_id",
             (report, period, license_number)).fetchall()
+    for attempt in attempts:
+        attempt["http_tries"] = http_tries(conn, attempt["submission_id"])
     return {"packages": packages, "submissions": attempts}
 
 

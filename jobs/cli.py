@@ -49,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--out", type=Path, help="where packages are written "
                                                       "(default NCC_OUT_DIR)")
     commands.add_parser("incidents", help="submit CRITICAL alerts not yet submitted")
+    resolve = commands.add_parser(
+        "resolve", help="record what the regulator said about a submission whose POST got no "
+                        "answer (NCC_ATRS_IDEMPOTENCY_KEY_HONOURED=false)")
+    resolve.add_argument("report", choices=REPORTS)
+    resolve.add_argument("period")
+    answer = resolve.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--received", metavar="REFERENCE",
+                        help="the regulator holds it, under this reference")
+    answer.add_argument("--not-received", action="store_true",
+                        help="the regulator does not hold it: the next run resends it")
     status = commands.add_parser("status", help="the audit trail of a period or an incident")
     status.add_argument("report", choices=[*REPORTS, "incident"])
     status.add_argument("period", nargs="?", help="period, or the alert id of an incident")
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 def _requested_periods(args: argparse.Namespace) -> list[Period] | None:
     """The period a report command names, parsed and refused if it has not ended yet; None
     for the scheduled run (the last complete period and missed ones before it)."""
+    if args.command == "resolve":
+        parse_period(args.report, args.period)
     if args.command == "status" and args.report != "incident":
         key = args.period or args.period_option
         if not key:
@@ -146,6 +158,8 @@ def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
         return EXIT_OK
     if args.command == "status":
         return _status(conn, settings, args, transport)
+    if args.command == "resolve":
+        return _resolve(conn, settings, args)
     if args.command == "incidents":
         assert transport is not None
         result = submit_incidents(conn, settings, transport.atrs, now)
@@ -162,6 +176,23 @@ def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
         reference = f" (reference {outcome.reference})" if outcome.reference else ""
         print(f"{report} {outcome.label}: {outcome.status}{reference}")
     return EXIT_OK if all(outcome.ok for outcome in run.outcomes) else EXIT_FAILED
+
+
+def _resolve(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:
+    label = parse_period(args.report, args.period).label
+    who = {"license_number": settings.license_number, "environment": settings.environment}
+    attempts = audit.latest_attempts(conn, args.report, label, **who)
+    if not attempts or attempts[0].outcome != "unconfirmed":
+        print(f"ncc-report: {args.report} {label} has no unanswered submission to resolve "
+              f"(its newest attempt is {attempts[0].outcome if attempts else 'none'})",
+              file=sys.stderr)
+        return EXIT_USAGE
+    audit.resolve_unconfirmed(conn, attempts[0], report=args.report, period=label,
+                              reference=args.received, **who)
+    print(f"{args.report} {label}: " + (f"recorded as accepted (reference {args.received})"
+                                        if args.received else
+                                        "recorded as not received; the next run resends it"))
+    return EXIT_OK
 
 
 def _status(conn: Any, settings: JobSettings, args: argparse.Namespace,

@@ -79,6 +79,16 @@ def period_containing(report: Report, day: dt.date) -> Period:
     return Period(report, first, following - dt.timedelta(days=1))
 
 
+def due(period: Period) -> dt.datetime:
+    """When the regulator must have the period's report (ncc-compliance.md, "Calendar"):
+    daily 06:00 the next morning, weekly the following Monday 12:00, monthly the 5th 18:00."""
+    if period.report == "daily":
+        return period.end + dt.timedelta(hours=6)
+    if period.report == "weekly":
+        return period.end + dt.timedelta(hours=12)
+    return period.end + dt.timedelta(days=4, hours=18)
+
+
 class PeriodNotEnded(ValueError):
     """A period asked for before its end: its figures would be partial, and a package sent
     for it would stand in for the true one (a re-run of an accepted period sends nothing)."""

@@ -43,6 +43,11 @@ class JobSettings(BaseSettings):
     atrs_attempts: Annotated[int, Field(ge=1, le=10)] = 6
     atrs_backoff_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     atrs_backoff_max_seconds: Annotated[float, Field(gt=0, le=300)] = 60.0
+    # Whether the regulator has confirmed (at onboarding) that it answers a repeated
+    # Idempotency-Key with the original result. True: a POST that got no answer is resent
+    # under the same key. False: it is not; the attempt ends `unconfirmed`, an alert fires,
+    # and a person asks the regulator (docs/ncc-compliance.md, "Exactly once").
+    atrs_idempotency_key_honoured: bool = True
     secrets_dir: Path = Path("/var/run/secrets/ncc")
     out_dir: Path = Path("/scratch")
     dry_run: bool = False

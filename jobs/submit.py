@@ -24,17 +24,18 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from jobs import audit
-from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy
+from jobs import audit, clock
+from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy, Unanswered
 from jobs.database import READ_CONTRACT, LockBusy, run_lock
 from jobs.generate import Package, build_package
 from jobs.numbers import record_numbers
-from jobs.periods import Period, last_complete_period
+from jobs.periods import Period, due, last_complete_period
 from jobs.settings import (
     ATRS_CLIENT_ID,
     ATRS_CLIENT_SECRET,
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 Connection = psycopg.Connection[tuple[Any, ...]]
 Status = Literal["accepted", "already-accepted", "generated", "busy", "rejected", "failed"]
 INCIDENT_DEADLINE = dt.timedelta(hours=1)
-# Alerts committed a little after later-detected ones must still be seen.
-INCIDENT_OVERLAP = dt.timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,8 @@ class Transport:
             read_secret(settings, ATRS_CLIENT_SECRET), ca_file=settings.atrs_ca_file,
             timeout=settings.atrs_timeout_seconds,
             retry=RetryPolicy(settings.atrs_attempts, settings.atrs_backoff_seconds,
-                              settings.atrs_backoff_max_seconds))
+                              settings.atrs_backoff_max_seconds),
+            now=lambda: clock.now().timestamp())
         with client:
             yield cls(target, client)
 
@@ -146,10 +146,20 @@ class ReportRun:
         if self.transport is None:
             build_package(self.conn, period, self.settings.license_number, self.settings.out_dir)
             return Outcome(period.label, "generated", detail="dry run: nothing sent")
+        attempts = audit.latest_attempts(self.conn, report, period.label, **who)
+        if attempts and attempts[0].outcome == "unconfirmed":
+            detail = (f"attempt {attempts[0].submission_id} got no answer and is not resent "
+                      "(NCC_ATRS_IDEMPOTENCY_KEY_HONOURED is false): ask the regulator whether "
+                      f"it holds {report} {period.label}, then record the answer with "
+                      f"`ncc-report resolve {report} {period.label} --received REFERENCE` or "
+                      "`--not-received`")
+            log.error("%s %s awaits confirmation: %s", report, period.label, detail,
+                      extra={"report": report, "period": period.label})
+            return Outcome(period.label, "failed", detail=detail)
         resumable = None
         # The newest attempt a killed run left open: the attempt this run makes resumes it.
         interrupted: int | None = None
-        for attempt in audit.latest_attempts(self.conn, report, period.label, **who):
+        for attempt in attempts:
             if attempt.outcome in audit.UNFINISHED:
                 audit.finish_attempt(self.conn, attempt.submission_id, "interrupted",
                                      detail="found unfinished by a later run")
@@ -173,6 +183,13 @@ class ReportRun:
 
         package = build_package(self.conn, period, self.settings.license_number,
                                 self.settings.out_dir)
+        # The regulator's API first (TLS, credentials and service): a package uploaded while
+        # the API cannot take its submission sits on the regulator's server unannounced.
+        try:
+            self.transport.atrs.health()
+        except AtrsError as error:
+            raise AtrsError(f"the regulator's API is not usable ({error}); nothing was "
+                            "uploaded") from None
         package_id = audit.record_package(self.conn, package)
         submission_id = audit.start_attempt(
             self.conn, report=report, period=period.label, outcome="uploading",
@@ -202,7 +219,16 @@ class ReportRun:
         assert self.transport is not None
         extra = {"report": period.report, "period": period.label}
         try:
-            receipt: Receipt = self.transport.atrs.submit_report(period.report, body, key)
+            receipt: Receipt = self.transport.atrs.submit_report(
+                period.report, body, key, deadline=due(period).timestamp(),
+                on_try=partial(audit.record_try, self.conn, submission_id),
+                resend_unanswered=self.settings.atrs_idempotency_key_honoured)
+        except Unanswered as error:
+            audit.finish_attempt(self.conn, submission_id, "unconfirmed", detail=str(error))
+            log.error("%s %s: %s; whether the regulator holds it is unknown and it is not "
+                      "resent: ask the regulator, then `ncc-report resolve`", period.report,
+                      period.label, error, extra=extra)
+            return Outcome(period.label, "failed", detail=str(error))
         except Rejected as error:
             audit.finish_attempt(self.conn, submission_id, "rejected", http_status=error.status,
                                  detail=error.body[:4000])
@@ -253,15 +279,24 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
     who = {"license_number": settings.license_number, "environment": settings.environment}
     with run_lock(conn, f"ncc-report:{settings.license_number}:incidents"):
         audit.interrupt_unfinished_incidents(conn, **who)
-        watermark = audit.incident_watermark(conn, **who)
-        since = (watermark - INCIDENT_OVERLAP if watermark
-                 else now - dt.timedelta(hours=settings.incident_lookback_hours))
+        # The whole look-back window, every run: an alert committed late (detected 40 minutes
+        # ago, in the database only now) is still inside its hour and is sent.
+        since = now - dt.timedelta(hours=settings.incident_lookback_hours)
         record_numbers(conn, since, now + dt.timedelta(days=1))
+        if not audit.any_incident_attempt(conn, **who):
+            older = audit.critical_alerts_before(conn, since)
+            if older:
+                log.error("%d CRITICAL alerts were detected before this first incident run's "
+                          "look-back window (%d h, NCC_INCIDENT_LOOKBACK_HOURS) and will not "
+                          "be sent by it; submit them by hand or widen the window", older,
+                          settings.incident_lookback_hours, extra={"alerts": older})
+                print(f"incidents: WARNING: {older} CRITICAL alerts older than the "
+                      f"{settings.incident_lookback_hours} h look-back window were never "
+                      "submitted")
         alerts = conn.execute(
             sql.SQL("SELECT * FROM {}.critical_alerts(%s)").format(sql.Identifier(READ_CONTRACT)),
             (since,)).fetchall()
         submitted = already = failed = late = 0
-        first_failure: dt.datetime | None = None
         for alert_id, detected_at, fraud_type, a_number, b_number, action in alerts:
             if audit.accepted_attempt(conn, "incident", alert_id, **who):
                 already += 1
@@ -277,14 +312,17 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
                 idempotency_key=key, request_body=payload,
                 license_number=settings.license_number, environment=settings.environment)
             try:
-                receipt = atrs.submit_incident(payload, key)
+                receipt = atrs.submit_incident(
+                    payload, key, deadline=(detected_at + INCIDENT_DEADLINE).timestamp(),
+                    on_try=partial(audit.record_try, conn, submission_id),
+                    resend_unanswered=settings.atrs_idempotency_key_honoured)
             except AtrsError as error:
-                outcome = "rejected" if isinstance(error, Rejected) else "failed"
+                outcome = ("rejected" if isinstance(error, Rejected)
+                           else "unconfirmed" if isinstance(error, Unanswered) else "failed")
                 audit.finish_attempt(conn, submission_id, outcome, detail=str(error)[:4000])
                 log.error("incident for alert %s not accepted: %s", alert_id, error,
                           extra={"alert_id": alert_id})
                 failed += 1
-                first_failure = first_failure or detected_at
                 continue
             audit.finish_attempt(conn, submission_id, "accepted", http_status=receipt.http_status,
                                  reference=receipt.reference)
@@ -299,8 +337,4 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
             else:
                 log.info("incident for alert %s accepted: %s", alert_id, receipt.reference,
                          extra={"alert_id": alert_id})
-        # Up to the first failure everything is submitted; the next run starts there.
-        high = first_failure or (alerts[-1][1] if alerts else None)
-        if high is not None:
-            audit.advance_incident_watermark(conn, detected_at=high, **who)
         return IncidentOutcome(submitted, already, failed, late)

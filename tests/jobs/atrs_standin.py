@@ -64,6 +64,9 @@ class AtrsStandin:
         self.incident_status: dict[str, str] = {}
         self.log: list[tuple[str, str, int]] = []
         self.sftp_root = sftp_root
+        # False: a regulator that ignores Idempotency-Key and stores every POST it receives
+        # (what the job must not assume without the regulator's word).
+        self.honours_idempotency_key = True
         self._lock = threading.Lock()
         self.ca_file = directory / "atrs-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
@@ -166,7 +169,8 @@ class AtrsStandin:
             return 422, {"errors": problems}
         with self._lock:
             for item in self.accepted:
-                if item.kind == kind and item.period == body["period"]:
+                if item.kind == kind and item.period == body["period"] and \
+                        self.honours_idempotency_key:
                     return 409, {"reference": item.reference, "status": "DUPLICATE"}
             reference = f"ATRS-{kind.upper()}-{len(self.accepted) + 1:06d}"
             self.accepted.append(Accepted(kind, body["period"], key, reference, body))
@@ -211,7 +215,7 @@ class AtrsStandin:
         if not key:
             return 400, {"error": "Idempotency-Key header required"}, {}, delay
         with self._lock:
-            if key in self.replies:
+            if key in self.replies and self.honours_idempotency_key:
                 status, answer = self.replies[key]
                 return (200 if status == 201 else status), answer, {}, delay
         try:

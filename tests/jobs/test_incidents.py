@@ -1,5 +1,6 @@
-"""The incident feed: every CRITICAL alert submitted once, tracked by a watermark, and its
-regulator status queryable; plus the audit exporter the alert rules read."""
+"""The incident feed: every CRITICAL alert of the look-back window submitted once (each run
+selects what is not yet accepted), each HTTP try in the audit trail, and its regulator status
+queryable; plus the audit exporter the alert rules read."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def test_each_critical_alert_is_submitted_once(job_env: dict[str, str], database
     with database.connect() as conn:
         add_critical_alert(conn, "C3", now_minus(1))
     assert cli.main(["incidents"]) == 0
-    # C2 is inside the overlap window behind the watermark, C1 is not looked at again.
-    assert "incidents: 1 submitted, 1 already submitted" in capsys.readouterr().out
+    # C1 and C2 are still in the look-back window, and accepted: neither is sent again.
+    assert "incidents: 1 submitted, 2 already submitted" in capsys.readouterr().out
     assert [a.period for a in atrs.accepted] == ["C1", "C2", "C3"]
 
     # The regulator moves the case on; `status incident --refresh` records what it says.
@@ -50,7 +51,7 @@ def test_each_critical_alert_is_submitted_once(job_env: dict[str, str], database
     assert shown["incident"]["incident_id"] == atrs.accepted[0].reference
 
 
-def test_failed_incident_holds_the_watermark_and_is_sent_next_time(
+def test_a_failed_incident_is_sent_next_time_and_each_try_is_recorded(
         job_env: dict[str, str], database: Database, atrs: AtrsStandin) -> None:
     with database.connect() as conn:
         add_critical_alert(conn, "C1", now_minus(10))
@@ -59,13 +60,41 @@ def test_failed_incident_holds_the_watermark_and_is_sent_next_time(
     assert cli.main(["incidents"]) == 1
     assert [a.period for a in atrs.accepted] == ["C2"]
     with database.connect() as conn:
-        watermark = conn.execute("SELECT detected_at FROM ncc_audit.incident_watermark"
-                                 ).fetchone()
-        c1 = conn.execute("SELECT detected_at FROM acm.fraud_alerts WHERE alert_id = 'C1'"
-                          ).fetchone()
-    assert watermark == c1
+        tries = conn.execute(
+            "SELECT s.period, s.outcome, t.try_number, t.http_status, t.duration_ms >= 0"
+            " FROM ncc_audit.http_tries AS t JOIN ncc_audit.submissions AS s USING"
+            " (submission_id) ORDER BY t.try_id").fetchall()
+    # The contract records every submission attempt: one row per HTTP try, with its status.
+    assert tries == [("C1", "failed", n, 503, True) for n in (1, 2, 3, 4)] + \
+        [("C2", "accepted", 1, 201, True)]
     assert cli.main(["incidents"]) == 0
     assert sorted(a.period for a in atrs.accepted) == ["C1", "C2"]
+
+
+def test_a_late_committed_alert_inside_its_hour_is_sent(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin) -> None:
+    with database.connect() as conn:
+        add_critical_alert(conn, "C1", now_minus(5))
+    assert cli.main(["incidents"]) == 0
+    # Detected 40 minutes ago, committed only now (after C1 was sent): still in its hour.
+    with database.connect() as conn:
+        add_critical_alert(conn, "LATE", now_minus(40))
+    assert cli.main(["incidents"]) == 0
+    assert [a.period for a in atrs.accepted] == ["C1", "LATE"]
+
+
+def test_a_first_run_says_loudly_what_lies_before_its_window(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with database.connect() as conn:
+        add_critical_alert(conn, "ANCIENT", now_minus(60 * 30))  # 30 h: before the 24 h window
+        add_critical_alert(conn, "RECENT", now_minus(2))
+    assert cli.main(["incidents"]) == 0
+    printed = capsys.readouterr()
+    assert ("incidents: WARNING: 1 CRITICAL alerts older than the 24 h look-back window were "
+            "never submitted") in printed.out
+    assert '"level": "error"' in printed.err and "NCC_INCIDENT_LOOKBACK_HOURS" in printed.err
+    assert [a.period for a in atrs.accepted] == ["RECENT"]
 
 
 def test_late_incident_is_still_sent_and_reported_late(
