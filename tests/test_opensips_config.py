@@ -1,13 +1,11 @@
-"""Every rendered opensips.cfg uses only names OpenSIPS 4.0.1 accepts, and does the call path."""
+"""Every rendered opensips.cfg loads what the call path needs and wires it as the topology
+spec says; the real OpenSIPS 4.0.1 judges the names (tests/sip/test_opensips_program.py)."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
 from stacks.render import Rendering
-from tests.opensips_names import REFERENCE, SHARED_REFERENCE, check_config
 
 REQUIRED_MODULES = {"proto_udp", "proto_tcp", "dispatcher", "load_balancer", "cachedb_redis",
                     "dialog", "ratelimit", "httpd", "mi_http", "prometheus", "tm", "rr", "maxfwd",
@@ -18,46 +16,18 @@ def opensips_cfg(rendering: Rendering) -> str:
     return rendering.rendered_files()["opensips.cfg"]
 
 
-def test_every_stack_passes_the_name_check(any_stack: Rendering) -> None:
-    findings = check_config(opensips_cfg(any_stack))
-    assert findings.problems == []
-    assert set(findings.modules) >= REQUIRED_MODULES
-    assert len(findings.calls) > 40  # the checker really walked the routes
+def loaded_modules(config: str) -> set[str]:
+    return set(re.findall(r'^loadmodule "([a-z0-9_]+)\.so"', config, re.M))
+
+
+def test_every_stack_loads_the_modules_the_call_path_needs(any_stack: Rendering) -> None:
+    # Intent, not names: OpenSIPS happily starts without a module the platform relies on
+    # (whether it accepts the names is for the real binary: tests/sip/test_opensips_program.py).
+    assert loaded_modules(opensips_cfg(any_stack)) >= REQUIRED_MODULES
 
 
 def test_tls_stacks_load_the_whole_tls_stack(prod: Rendering) -> None:
-    modules = set(check_config(opensips_cfg(prod)).modules)
-    assert {"proto_tls", "tls_mgm", "tls_openssl"} <= modules
-
-
-BROKEN = [
-    ('modparam("dispatcher", "ds_ping_interval", 5)',
-     'modparam("dispatcher", "ds_ping_intervall", 5)', "has no parameter 'ds_ping_intervall'"),
-    ('modparam("dispatcher", "ds_ping_interval", 5)',
-     'modparam("dispatcher", "ds_ping_interval", "5")', "takes an integer"),
-    ('loadmodule "ratelimit.so"', 'loadmodule "sanity.so"', "unknown module 'sanity'"),
-    ('!rl_check("caller:$avp(caller_ip)", $var(flood_limit), "TAILDROP")',
-     '!rl_check("caller:$avp(caller_ip)")', "rl_check() takes 2..3"),
-    ("udp_workers =", "children =", "unknown core keyword 'children'"),
-    ('record_route();', 'record_route();\n    t_set_fr(2);', "t_set_fr() is not exported"),
-    ("allow_proxy_protocol", "accept_proxy", "unknown socket option 'accept_proxy'"),
-    ('t_on_failure("gateway_failover");', 't_on_failure("gw_failover");',
-     "names an undefined failure_route"),
-    ('send_reply(603, "Declined");', 'sl_send_reply(603, "Declined");',
-     "sl_send_reply() is not allowed in ['failure'] routes"),
-    ('loadmodule "load_balancer.so"', '', "not loaded"),
-]
-
-
-@pytest.mark.parametrize(("old", "new", "expected"), BROKEN, ids=[b[2] for b in BROKEN])
-def test_the_checker_catches_what_opensips_would_refuse(
-    prod: Rendering, old: str, new: str, expected: str
-) -> None:
-    original = opensips_cfg(prod)
-    assert old in original, old
-    broken = original.replace(old, new, 1)
-    problems = check_config(broken).problems
-    assert any(expected in problem for problem in problems), problems
+    assert {"proto_tls", "tls_mgm", "tls_openssl"} <= loaded_modules(opensips_cfg(prod))
 
 
 def test_call_path_behaviour_is_configured(prod: Rendering) -> None:
@@ -87,7 +57,35 @@ def test_call_path_behaviour_is_configured(prod: Rendering) -> None:
     assert 'modparam("tls_mgm", "tls_method", "[sip]TLSv1_3")' in config
 
 
-def test_vendored_reference_matches_the_shared_one() -> None:
-    if not SHARED_REFERENCE.exists():
-        pytest.skip(f"no shared reference at {SHARED_REFERENCE}")
-    assert REFERENCE.read_bytes() == SHARED_REFERENCE.read_bytes()
+# How the cfg names routes: route(x) calls a request route; the tm module arms the others.
+ROUTE_REFERENCES = {
+    "route": re.compile(r"\broute\(([A-Za-z0-9_]+)\)"),
+    "failure_route": re.compile(r'\bt_on_failure\("([A-Za-z0-9_]+)"\)'),
+    "onreply_route": re.compile(r'\bt_on_reply\("([A-Za-z0-9_]+)"\)'),
+    "branch_route": re.compile(r'\bt_on_branch\("([A-Za-z0-9_]+)"\)'),
+}
+
+
+def undefined_routes(config: str) -> list[str]:
+    """Routes the cfg refers to but never defines. OpenSIPS 4.0.1 accepts such a reference
+    silently (`opensips -C` passes, the process starts) and runs an empty route: a
+    failure_route misspelt in t_on_failure would make gateway failover quietly do nothing.
+    The one check of the retired name list that the binary does not make."""
+    missing = []
+    for kind, reference in ROUTE_REFERENCES.items():
+        defined = set(re.findall(rf"^{kind}\[([A-Za-z0-9_]+)\]", config, re.M))
+        missing += [f"{kind}[{name}]" for name in sorted(set(reference.findall(config)))
+                    if name not in defined]
+    return missing
+
+
+def test_every_route_the_config_refers_to_is_defined(any_stack: Rendering) -> None:
+    config = opensips_cfg(any_stack)
+    assert undefined_routes(config) == []
+    assert len(ROUTE_REFERENCES["failure_route"].findall(config)) >= 2  # it did find some
+
+
+def test_a_misspelt_failure_route_is_caught(prod: Rendering) -> None:
+    broken = opensips_cfg(prod).replace('t_on_failure("gateway_failover");',
+                                        't_on_failure("gw_failover");', 1)
+    assert undefined_routes(broken) == ["failure_route[gw_failover]"]
