@@ -23,7 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     render.add_argument("stack", help=f"stack name ({', '.join(STACKS)})")
     render.add_argument("--out", type=Path, required=True, help="output directory")
+    summary = commands.add_parser(
+        "preview-summary",
+        help="summarize CI's previews (<stack>.preview.json and <stack>.events.jsonl in a "
+             "folder) as Markdown for a change request; exit 1 when a stack is blocked")
+    summary.add_argument("folder", type=Path, help="folder holding the previews")
+    summary.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
     options = parser.parse_args(argv)
+
+    if options.command == "preview-summary":
+        return preview_summary(options.folder, options.out)
 
     from stacks.render import render_stack, write_rendering
 
@@ -39,6 +48,24 @@ def main(argv: list[str] | None = None) -> int:
         f"(program {rendering.program_seconds * 1000:.0f} ms)"
     )
     return 0
+
+
+def preview_summary(folder: Path, out: Path | None) -> int:
+    from stacks.preview_summary import SummaryInputError, summarize
+
+    try:
+        markdown, may_proceed = summarize(folder)
+    except SummaryInputError as error:
+        print(f"acmctl preview-summary: {error}", file=sys.stderr)
+        return 2
+    if out is None:
+        print(markdown, end="")
+    else:
+        out.write_text(markdown)
+    if not may_proceed:
+        print("acmctl preview-summary: a stack is blocked by a mandatory policy violation or a "
+              "failed preview (see the summary)", file=sys.stderr)
+    return 0 if may_proceed else 1
 
 
 if __name__ == "__main__":

@@ -70,12 +70,13 @@ class Engine:
     def cli_env(self) -> dict[str, str]:
         return {**self.env, "PULUMI_HOME": self.pulumi_home}
 
-    def cli(self, *arguments: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def cli(self, *arguments: str, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """The CLI itself, as a user types it from the repository root."""
         return subprocess.run(
             [str(cli_root() / "bin" / "pulumi"), *arguments, "--non-interactive"],
-            cwd=REPO, env=self.cli_env(), capture_output=True, text=True, timeout=timeout,
-            check=False)
+            cwd=REPO, env={**self.cli_env(), **(env or {})}, capture_output=True, text=True,
+            timeout=timeout, check=False)
 
 
 def policy_config(stack: str) -> str:

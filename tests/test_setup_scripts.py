@@ -53,7 +53,7 @@ def fake_repository(tmp_path: Path, failing_step: str) -> Path:
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup", repo / "scripts" / "setup")
-    for name in ("control-plane", "toolchain", "opensips", "pulumi"):
+    for name in ("control-plane", "toolchain", "opensips", "actionlint", "pulumi"):
         script = repo / "scripts" / name
         fails = name == failing_step
         script.write_text("#!/usr/bin/env bash\n"
