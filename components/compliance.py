@@ -116,6 +116,10 @@ class ComplianceConfig(Model):
     sftp_user: SftpUser = "acm"
     sftp_directory: AbsolutePath = "/incoming"
     atrs_base_url: HttpsUrl
+    # Confirmed with the regulator at onboarding: it answers a repeated Idempotency-Key with
+    # the original result. false: a POST that got no answer is not resent; it waits for a
+    # person (ncc-report resolve) and NccSubmissionUnconfirmed fires.
+    atrs_idempotency_key_honoured: bool = True
     dry_run: bool = False
     reports: ComplianceReports
     scratch_size: StorageQuantity = "1Gi"
@@ -204,6 +208,8 @@ class ComplianceJobs(pulumi.ComponentResource):
             "NCC_SECRETS_DIR": SECRETS_MOUNT,
             "NCC_OUT_DIR": SCRATCH_MOUNT,
             "NCC_DRY_RUN": "true" if settings.dry_run else "false",
+            "NCC_ATRS_IDEMPOTENCY_KEY_HONOURED":
+                "true" if settings.atrs_idempotency_key_honoured else "false",
         }
         return [{"name": key, "value": value} for key, value in values.items()]
 

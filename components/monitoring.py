@@ -35,6 +35,9 @@ METRICS = {
     "detection_latency_bucket": "acm_detection_latency_seconds_bucket",
     # Served by the compliance jobs' audit exporter (jobs/): last accepted submission per report.
     "last_accepted": "ncc_report_last_accepted_timestamp_seconds",
+    "incidents_unsent": "ncc_incidents_unsent_past_deadline",
+    "incidents_late": "ncc_incidents_submitted_late_24h",
+    "submissions_unconfirmed": "ncc_submissions_unconfirmed",
 }
 # How old the last accepted submission of each report may be before the run counts as missed:
 # one period plus the slack between the job's start and the regulator's deadline.

@@ -208,6 +208,30 @@ def update_incident_status(conn: Connection, alert_id: str, license_number: str,
         (status, alert_id, license_number, environment))
 
 
+@dataclass(frozen=True)
+class IncidentDeadlines:
+    unsent_past_deadline: int
+    submitted_late_24h: int
+
+
+def incident_deadlines(conn: Connection, license_number: str,
+                       environment: str) -> IncidentDeadlines:
+    """The incident contract's one-hour deadline, as the exporter reports it."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM acm.fraud_alerts AS a WHERE a.severity = 'CRITICAL'"
+        "   AND a.detected_at < now() - interval '1 hour'"
+        "   AND a.detected_at >= now() - interval '7 days'"
+        "   AND NOT EXISTS (SELECT 1 FROM ncc_audit.submissions AS s WHERE s.report = 'incident'"
+        "     AND s.period = a.alert_id AND s.outcome = 'accepted' AND s.license_number = %s"
+        "     AND s.environment = %s)),"
+        " (SELECT count(*) FROM ncc_audit.incidents AS i WHERE i.license_number = %s"
+        "   AND i.environment = %s AND i.submitted_at >= now() - interval '24 hours'"
+        "   AND i.submitted_at - i.detected_at > interval '1 hour')",
+        (license_number, environment, license_number, environment)).fetchone()
+    assert row is not None
+    return IncidentDeadlines(int(row[0]), int(row[1]))
+
+
 def any_incident_attempt(conn: Connection, license_number: str, environment: str) -> bool:
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM ncc_audit.submissions WHERE report = 'incident'"

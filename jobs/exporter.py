@@ -1,8 +1,10 @@
-"""Prometheus exporter of the audit trail: when each report was last accepted.
+"""Prometheus exporter of the audit trail: when each report was last accepted, which CRITICAL
+incidents are past their hour unsent or went in late, and which submissions wait for a person.
 
 The alert rules (templates/alert-rules.yml.j2) fire when
 `ncc_report_last_accepted_timestamp_seconds` grows older than a period plus its slack, or
-is absent: a missed submission pages someone before the regulator notices.
+is absent, when an incident is unsent past its deadline or was sent late, and when a
+submission is unconfirmed: a missed deadline pages someone before the regulator notices.
 Values are read from the database on every scrape.
 """
 
@@ -25,6 +27,9 @@ from jobs.settings import JobSettings
 
 log = logging.getLogger(__name__)
 LAST_ACCEPTED = "ncc_report_last_accepted_timestamp_seconds"
+INCIDENTS_UNSENT = "ncc_incidents_unsent_past_deadline"
+INCIDENTS_LATE = "ncc_incidents_submitted_late_24h"
+UNCONFIRMED = "ncc_submissions_unconfirmed"
 
 
 class AuditCollector(Collector):
@@ -35,10 +40,21 @@ class AuditCollector(Collector):
         last = GaugeMetricFamily(LAST_ACCEPTED, "Unix time of the last submission the "
                                  "regulator accepted, per report", labels=["report"])
         up = GaugeMetricFamily("ncc_report_audit_up", "1 when the audit trail could be read")
+        unsent = GaugeMetricFamily(
+            INCIDENTS_UNSENT, "CRITICAL alerts of the last 7 days detected over an hour ago that "
+            "the regulator has not accepted as incidents")
+        late = GaugeMetricFamily(INCIDENTS_LATE, "Incidents accepted in the last 24 hours more "
+                                 "than an hour after their alert's detection")
+        unconfirmed = GaugeMetricFamily(
+            UNCONFIRMED, "Periods whose submission got no answer and wait for a person to ask "
+            "the regulator (ncc-report resolve)", labels=["report"])
         try:
             with connect(self._settings) as conn:
-                accepted = audit.last_accepted(conn, self._settings.license_number,
-                                               self._settings.environment)
+                who = {"license_number": self._settings.license_number,
+                       "environment": self._settings.environment}
+                accepted = audit.last_accepted(conn, **who)
+                incidents = audit.incident_deadlines(conn, **who)
+                waiting = audit.unconfirmed_periods(conn, **who)
         except Exception as error:  # a scrape must answer; `up` carries the failure
             log.error("audit trail unreadable: %s", error)
             up.add_metric([], 0.0)
@@ -47,8 +63,15 @@ class AuditCollector(Collector):
         for report in (*REPORTS, "incident"):
             if report in accepted:
                 last.add_metric([report], accepted[report].timestamp())
+        unsent.add_metric([], float(incidents.unsent_past_deadline))
+        late.add_metric([], float(incidents.submitted_late_24h))
+        for report in REPORTS:
+            unconfirmed.add_metric([report], float(sum(r == report for r, _ in waiting)))
         up.add_metric([], 1.0)
         yield last
+        yield unsent
+        yield late
+        yield unconfirmed
         yield up
 
 

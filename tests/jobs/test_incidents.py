@@ -10,7 +10,13 @@ import json
 import pytest
 
 from jobs import cli
-from jobs.exporter import LAST_ACCEPTED, AuditCollector
+from jobs.exporter import (
+    INCIDENTS_LATE,
+    INCIDENTS_UNSENT,
+    LAST_ACCEPTED,
+    UNCONFIRMED,
+    AuditCollector,
+)
 from jobs.settings import load_settings
 from tests.jobs.atrs_standin import AtrsStandin, Fault
 from tests.jobs.conftest import Database
@@ -118,3 +124,25 @@ def test_exporter_reports_the_last_accepted_submission(job_env: dict[str, str],
     samples = {m.name: m.samples for m in collector.collect()}[LAST_ACCEPTED]
     assert [s.labels for s in samples] == [{"report": "daily"}]
     assert abs(samples[0].value - dt.datetime.now(dt.UTC).timestamp()) < 60
+
+
+def gauges(collector: AuditCollector) -> dict[str, list[tuple[dict[str, str], float]]]:
+    return {m.name: [(s.labels, s.value) for s in m.samples] for m in collector.collect()}
+
+
+def test_the_exporter_shows_incidents_unsent_past_their_hour_and_late_ones(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin) -> None:
+    assert cli.main(["migrate"]) == 0
+    with database.connect() as conn:
+        add_critical_alert(conn, "OLD", now_minus(90))
+        add_critical_alert(conn, "FRESH", now_minus(5))
+    collector = AuditCollector(load_settings())
+    before = gauges(collector)
+    # OLD is past its hour with nothing sent: NccIncidentUnsentPastDeadline fires.
+    assert before[INCIDENTS_UNSENT] == [({}, 1.0)]
+    assert before[INCIDENTS_LATE] == [({}, 0.0)]
+    assert cli.main(["incidents"]) == 0
+    after = gauges(collector)
+    assert after[INCIDENTS_UNSENT] == [({}, 0.0)]
+    assert after[INCIDENTS_LATE] == [({}, 1.0)]  # OLD went in, 90 minutes after detection
+    assert after[UNCONFIRMED] == [({"report": r}, 0.0) for r in ("daily", "weekly", "monthly")]

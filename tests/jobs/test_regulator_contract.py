@@ -14,6 +14,8 @@ import pytest
 import trustme
 
 from jobs import cli, clock
+from jobs.exporter import UNCONFIRMED, AuditCollector
+from jobs.settings import load_settings
 from tests.jobs.atrs_standin import AtrsStandin, Fault
 from tests.jobs.conftest import Database
 from tests.jobs.dataset import load_awkward_day
@@ -144,6 +146,10 @@ def test_without_the_key_confirmed_an_unanswered_post_waits_for_a_person(
     assert cli.main(["daily", "--date", DAY]) == 1
     assert "ncc-report resolve daily 2026-11-23 --received REFERENCE" in capsys.readouterr().err
     assert len(atrs.calls("POST", "/compliance")) == 1
+    # The alert rule's metric: one daily period waits for a person.
+    waiting = {m.name: m.samples for m in AuditCollector(load_settings()).collect()}[UNCONFIRMED]
+    assert [(s.labels["report"], s.value) for s in waiting] == [
+        ("daily", 1.0), ("weekly", 0.0), ("monthly", 0.0)]
     reference = atrs.accepted_for("daily", DAY)[0].reference
     assert cli.main(["resolve", "daily", DAY, "--received", reference]) == 0
     assert cli.main(["daily", "--date", DAY]) == 0
