@@ -31,6 +31,7 @@ METRICS = {
     "fraud_detected": exported_metric("fraud_detected"),
     "failover_events": exported_metric("failover_events"),
     "unscreened_calls": exported_metric("unscreened_calls"),
+    "shed_calls": exported_metric("shed_calls"),
     # The ACM engine image's contract: a Prometheus histogram of detection latency.
     "detection_latency_bucket": "acm_detection_latency_seconds_bucket",
     # Served by the compliance jobs' audit exporter (jobs/): last accepted submission per report.

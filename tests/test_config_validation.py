@@ -134,6 +134,16 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      "autoscaling.maxReplicas 10000 is above 100, the most one part may scale to"),
     ("prod", SET, "acmEngine.autoscaling.maxReplicas", 101, "acm-platform:acmEngine:",
      "autoscaling.maxReplicas 101 is above 100"),
+    # Load shedding: a ceiling the pod's CPU cannot carry sheds nothing until it collapses.
+    ("prod", SET, "opensips.loadShedding.callsPerSecond", 100000, "acm-platform:opensips:",
+     "loadShedding.callsPerSecond 100000 is more than a pod with resources.limits.cpu 2 can "
+     "screen"),
+    ("prod", SET, "opensips.loadShedding.callsPerSecond", 0,
+     "opensips.loadShedding.callsPerSecond", "greater than or equal to 1"),
+    ("prod", DELETE, "opensips.loadShedding", None, "opensips.loadShedding",
+     "required key is missing"),
+    ("prod", SET, "opensips.loadShedding.retryAfterSeconds", 600,
+     "opensips.loadShedding.retryAfterSeconds", "less than or equal to 60"),
 ]
 
 

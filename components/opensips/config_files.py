@@ -42,6 +42,7 @@ STATISTICS = {
     "breaker_open": "acm_breaker_open",
     "failover_events": "acm_failover_events_total",
     "unscreened_calls": "acm_unscreened_calls_total",
+    "shed_calls": "acm_shed_calls_total",
 }
 PROMETHEUS_PREFIX = "opensips"
 
@@ -133,6 +134,8 @@ def opensips_values(
         "breaker_half_open_percent": breaker.half_open_percent,
         # Failures older than this no longer count towards opening the breaker.
         "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
+        "shed_calls_per_second": settings.load_shedding.calls_per_second,
+        "shed_retry_after_seconds": settings.load_shedding.retry_after_seconds,
         "flood_limit": settings.flood_protection.requests_per_second,
         "trunk_flood_limit": settings.flood_protection.trunk_requests_per_second,
         "trunk_cidrs": list(args.sip_peer_cidrs),

@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
+from components.base.quantities import parse_quantity
 from components.base.settings import (
     Autoscaling,
     Disruption,
@@ -66,6 +67,23 @@ class FloodProtection(Model):
     trunk_requests_per_second: Annotated[int, Field(ge=1)] = 5000
 
 
+# New calls a second one core of OpenSIPS screens (benchmarks/opensips_capacity.py: OpenSIPS
+# alone on a core, 8 UDP workers, the screened path; three ramps gave 2,316, 2,382 and 2,001:
+# the lowest, rounded down; README, "Measured"). A pod's shedding ceiling may not promise more
+# than its CPU limit can carry; the stacks set 90 % of it.
+SCREENED_CPS_PER_CORE = 2000
+
+
+class LoadShedding(Model):
+    """Backpressure: new calls a second one pod admits. The excess is refused at once with a
+    stateless 503 and Retry-After, before the screening transaction and before any dialog, so
+    that the calls admitted still complete (past its capacity the proxy once collapsed: at
+    twice its capacity 72 % of calls failed). Flood protection per caller stays as it is."""
+
+    calls_per_second: Annotated[int, Field(ge=1)]
+    retry_after_seconds: Annotated[int, Field(ge=1, le=60)] = 2
+
+
 class CircuitBreaker(Model):
     failure_threshold: Annotated[int, Field(ge=1)] = 5
     open_seconds: Annotated[int, Field(ge=1)] = 30
@@ -93,6 +111,7 @@ class OpenSipsConfig(Model):
     # Where the media gateways live, for the NetworkPolicy egress rule.
     media_gateway_cidrs: Annotated[list[Network], Field(min_length=1)]
     flood_protection: FloodProtection = FloodProtection()
+    load_shedding: LoadShedding
     # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
     udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
 
@@ -119,6 +138,15 @@ class OpenSipsConfig(Model):
             raise ValueError(
                 f"maxUdpWorkers {self.max_udp_workers} is below udpWorkers {self.udp_workers}"
             )
+        cores = parse_quantity(self.resources.limits.cpu)
+        carried = int(SCREENED_CPS_PER_CORE * cores)
+        if self.load_shedding.calls_per_second > carried:
+            raise ValueError(
+                f"loadShedding.callsPerSecond {self.load_shedding.calls_per_second} is more than "
+                f"a pod with resources.limits.cpu {self.resources.limits.cpu} can screen (about "
+                f"{carried}: {SCREENED_CPS_PER_CORE} calls a second per core, measured); past it "
+                "the proxy fails admitted calls instead of refusing the excess: lower the "
+                "ceiling or raise the CPU limit")
         shared, private = opensips_memory_mib(self.resources.limits.memory,
                                               self.max_udp_workers, self.tcp_workers)
         if shared < OPENSIPS_MIN_SHARED_MIB:

@@ -183,7 +183,12 @@ class Processes:
     log: Path
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+    def start(self, name: str, command: list[str],
+              cpus: str | None = None) -> subprocess.Popen[bytes]:
+        """`cpus` (taskset's list, e.g. "1") pins the process, for benchmarks that give the
+        proxy and its load generators cores of their own."""
+        if cpus is not None:
+            command = [_tool("taskset"), "-c", cpus, *command]
         with self.log.open("ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         self.running[name] = process
@@ -202,15 +207,15 @@ class Processes:
         for name in list(self.running):
             self.stop(name)
 
-    def start_redis(self, port: int) -> None:
+    def start_redis(self, port: int, cpus: str | None = None) -> None:
         self.start("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"])
+                             "--save", "", "--appendonly", "no"], cpus)
         wait_for_port(port)
 
-    def start_opensips(self, name: str, config: Path,
-                       memory_mib: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
+    def start_opensips(self, name: str, config: Path, memory_mib: tuple[int, int] | None = None,
+                       cpus: str | None = None) -> subprocess.Popen[bytes]:
         sizes = ["-m", str(memory_mib[0]), "-M", str(memory_mib[1])] if memory_mib else []
-        return self.start(name, [opensips_binary(), "-F", "-f", str(config), *sizes])
+        return self.start(name, [opensips_binary(), "-F", "-f", str(config), *sizes], cpus)
 
 
 def mi(http_port: int, method: str, params: object = None) -> object:
