@@ -79,6 +79,16 @@ class Engine:
             timeout=timeout, check=False)
 
 
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig whose API server is a loopback port where nothing listens."""
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
+        "clusters: [{name: gone, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: gone, user: {token: none}}]\n"
+        "contexts: [{name: gone, context: {cluster: gone, user: gone}}]\n")
+    return path
+
+
 def policy_config(stack: str) -> str:
     return str(POLICY_PACK / "enforcement" / f"{stack}.json")
 

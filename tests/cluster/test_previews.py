@@ -19,6 +19,7 @@ from tests.engine import (
     changes,
     policy_config,
     stack_document,
+    unreachable_kubeconfig,
     write_stack_document,
 )
 
@@ -80,13 +81,7 @@ def test_a_context_the_kubeconfig_lacks_fails_the_preview(engine: Engine,
 
 def test_an_unreachable_cluster_fails_the_preview_unless_the_stack_says_so(
         engine: Engine, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    # An API server address where nothing listens (loopback, a port that is closed).
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
-        "clusters: [{name: gone, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: gone, user: {token: none}}]\n"
-        "contexts: [{name: gone, context: {cluster: gone, user: gone}}]\n")
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
     offline = Engine(tmp_path / "state", kubeconfig)
     with pytest.raises(auto.CommandError) as failed:
         preview(offline, "prod")

@@ -23,6 +23,7 @@ from tests.engine import (
     Engine,
     policy_config,
     stack_document,
+    unreachable_kubeconfig,
     write_stack_document,
 )
 
@@ -154,12 +155,7 @@ def test_a_mandatory_violation_blocks_the_change(engine: Engine, tmp_path: Path,
 
 
 def test_a_preview_without_its_cluster_is_marked_input_only(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: gone\n"
-        "clusters: [{name: gone, cluster: {server: 'https://127.0.0.1:9'}}]\n"
-        "users: [{name: gone, user: {token: none}}]\n"
-        "contexts: [{name: gone, context: {cluster: gone, user: gone}}]\n")
+    kubeconfig = unreachable_kubeconfig(tmp_path / "kubeconfig")
     offline = Engine(tmp_path / "state", kubeconfig)
     document = stack_document("prod")
     document["config"]["acm-platform:kubernetes"]["previewWithoutCluster"] = True
