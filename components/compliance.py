@@ -33,6 +33,7 @@ from components.base.settings import (
     cron_fields,
 )
 from components.base.workload import DeploymentSpec, managed_deployment, service
+from jobs import periods
 from jobs import settings as job_settings
 
 SECRET_NAME = "ncc-compliance-credentials"
@@ -59,10 +60,11 @@ class ReportSchedule(Model):
     active_deadline_seconds: Annotated[int, Field(ge=60)]
 
 
-# When the regulator must have each report, in minutes after WAT midnight of the run's day
-# (ncc-compliance.md, "Calendar"); an incident is due one hour after detection.
-REPORT_DUE_MINUTES = {"daily": 6 * 60, "weekly": 12 * 60, "monthly": 18 * 60}
-INCIDENT_DUE_SECONDS = 3600
+# When the regulator must have each report, in minutes after WAT midnight of the run's day, and
+# an incident, in seconds after detection: the job's own calendar (jobs/periods.py).
+REPORT_DUE_MINUTES = {report: int(after.total_seconds()) // 60
+                      for report, after in periods.DUE_AFTER_MIDNIGHT.items()}
+INCIDENT_DUE_SECONDS = int(periods.INCIDENT_DEADLINE.total_seconds())
 
 
 class ComplianceReports(Model):

@@ -79,14 +79,21 @@ def period_containing(report: Report, day: dt.date) -> Period:
     return Period(report, first, following - dt.timedelta(days=1))
 
 
+# The regulator's calendar (ncc-compliance.md, "Calendar"), the one definition: each report is
+# due on the morning after its period (daily), the Monday after (weekly) or the 5th of the next
+# month (monthly), at this time after WAT midnight; an incident one hour after detection. The
+# CronJobs' deadlines are checked against the same table (components/compliance.py).
+DUE_AFTER_MIDNIGHT = {"daily": dt.timedelta(hours=6), "weekly": dt.timedelta(hours=12),
+                      "monthly": dt.timedelta(hours=18)}
+DUE_DAY_AFTER_PERIOD = {"daily": 0, "weekly": 0, "monthly": 4}
+INCIDENT_DEADLINE = dt.timedelta(hours=1)
+
+
 def due(period: Period) -> dt.datetime:
-    """When the regulator must have the period's report (ncc-compliance.md, "Calendar"):
-    daily 06:00 the next morning, weekly the following Monday 12:00, monthly the 5th 18:00."""
-    if period.report == "daily":
-        return period.end + dt.timedelta(hours=6)
-    if period.report == "weekly":
-        return period.end + dt.timedelta(hours=12)
-    return period.end + dt.timedelta(days=4, hours=18)
+    """When the regulator must have the period's report: daily 06:00 the next morning, weekly
+    the following Monday 12:00, monthly the 5th 18:00 (WAT)."""
+    day = period.last_day + dt.timedelta(days=1 + DUE_DAY_AFTER_PERIOD[period.report])
+    return wat_midnight(day) + DUE_AFTER_MIDNIGHT[period.report]
 
 
 class PeriodNotEnded(ValueError):

@@ -35,7 +35,7 @@ from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy, Una
 from jobs.database import READ_CONTRACT, LockBusy, run_lock
 from jobs.generate import Package, build_package
 from jobs.numbers import record_numbers
-from jobs.periods import Period, due, last_complete_period
+from jobs.periods import INCIDENT_DEADLINE, Period, due, last_complete_period
 from jobs.settings import (
     ATRS_CLIENT_ID,
     ATRS_CLIENT_SECRET,
@@ -49,7 +49,6 @@ from jobs.sftp import SftpTarget, remove_stale_partials, sftp_session, upload_at
 log = logging.getLogger(__name__)
 Connection = psycopg.Connection[tuple[Any, ...]]
 Status = Literal["accepted", "already-accepted", "generated", "busy", "rejected", "failed"]
-INCIDENT_DEADLINE = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)

@@ -111,3 +111,19 @@ def test_stacks_without_compliance_jobs_render_none() -> None:
     rendering = render_modified("dev", "features.complianceJobs", False)
     assert cron_jobs(rendering) == {}
     assert "ncc-compliance-exporter" not in rendering.rendered_files()["prometheus.yml"]
+
+
+def test_the_job_and_the_cronjob_deadlines_read_one_calendar() -> None:
+    # ncc-compliance.md, "Calendar": daily 06:00 the same morning, weekly Monday 12:00,
+    # monthly the 5th 18:00 (WAT); an incident within the hour.
+    from components.compliance import INCIDENT_DUE_SECONDS, REPORT_DUE_MINUTES
+    from jobs.periods import due, parse_period
+
+    expected = {("daily", "2026-11-23"): "2026-11-24T06:00:00+01:00",
+                ("weekly", "2026-W48"): "2026-11-30T12:00:00+01:00",
+                ("monthly", "2026-11"): "2026-12-05T18:00:00+01:00"}
+    for (report, label), when in expected.items():
+        moment = due(parse_period(report, label))  # type: ignore[arg-type]
+        assert moment.isoformat() == when
+        assert REPORT_DUE_MINUTES[report] == moment.hour * 60 + moment.minute
+    assert INCIDENT_DUE_SECONDS == 3600
