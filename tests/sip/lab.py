@@ -212,6 +212,17 @@ class Processes:
                              "--save", "", "--appendonly", "no"], cpus)
         wait_for_port(port)
 
+    def start_stand_ins(self, ports: Ports, messages: Path | None = None) -> None:
+        """Redis (the breaker's store) and the SIPp stand-ins for the ACM engine and the media
+        gateway on their ports of `ports`; `messages`: a folder for each one's message trace
+        (`engine-messages.log`, `gateway-messages.log`)."""
+        self.start_redis(ports.redis)
+        for name, scenario in (("engine", "acm_engine.xml"), ("gateway", "media_gateway.xml")):
+            trace = (["-trace_msg", "-message_file", str(messages / f"{name}-messages.log")]
+                     if messages is not None else [])
+            self.start(name, [sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
+                              "-p", str(getattr(ports, name)), "-nostdin", *trace])
+
     def start_opensips(self, name: str, config: Path, memory_mib: tuple[int, int] | None = None,
                        cpus: str | None = None) -> subprocess.Popen[bytes]:
         sizes = ["-m", str(memory_mib[0]), "-M", str(memory_mib[1])] if memory_mib else []

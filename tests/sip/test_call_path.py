@@ -20,14 +20,12 @@ from tests.sip.lab import (
     CALLER_ADDRESS,
     CLEAN_NUMBER,
     FRAUD_NUMBER,
-    SCENARIOS,
     Ports,
     Processes,
     check_config,
     free_port,
     loopback_config,
     place_call,
-    sipp,
     statistic,
     wait_for_port,
 )
@@ -54,12 +52,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     ports = Ports()
     processes = Processes(tmp_path / "processes.log")
     try:
-        processes.start_redis(ports.redis)
-        for name, scenario in (("engine", "acm_engine.xml"), ("gateway", "media_gateway.xml")):
-            processes.start(name, [
-                sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-                "-p", str(getattr(ports, name)), "-nostdin", "-trace_msg",
-                "-message_file", str(tmp_path / f"{name}-messages.log")])
+        processes.start_stand_ins(ports, messages=tmp_path)
         config = loopback_config("local", tmp_path, ports, tls=None)
         checked = check_config(config)
         assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -169,12 +162,7 @@ def test_the_engine_is_told_the_caller_behind_haproxy_over_tls(tmp_path: Path) -
     ports = Ports()
     processes = Processes(tmp_path / "processes.log")
     try:
-        processes.start_redis(ports.redis)
-        for name, scenario in (("engine", "acm_engine.xml"), ("gateway", "media_gateway.xml")):
-            processes.start(name, [
-                sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-                "-p", str(getattr(ports, name)), "-nostdin", "-trace_msg",
-                "-message_file", str(tmp_path / f"{name}-messages.log")])
+        processes.start_stand_ins(ports, messages=tmp_path)
         config = loopback_config("prod", tmp_path, ports,
                                  tls=(tmp_path / "cert.pem", tmp_path / "key.pem"))
         processes.start_opensips("opensips", config)

@@ -50,10 +50,7 @@ def test_a_trunk_is_not_flood_limited_and_a_stranger_is(tmp_path: Path) -> None:
     ports = Ports()
     processes = Processes(tmp_path / "processes.log")
     try:
-        processes.start_redis(ports.redis)
-        for name, scenario in (("engine", "acm_engine.xml"), ("gateway", "media_gateway.xml")):
-            processes.start(name, [sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-                                   "-p", str(getattr(ports, name)), "-nostdin"])
+        processes.start_stand_ins(ports)
         config = loopback_config("local", tmp_path, ports, tls=None,
                                  peer_cidrs=(f"{TRUNK}/32",))
         processes.start_opensips("opensips", config)

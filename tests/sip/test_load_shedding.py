@@ -16,12 +16,10 @@ from components.opensips.settings import LoadShedding
 from tests.sip.burst import BurstCaller, Call
 from tests.sip.lab import (
     CALLER_ADDRESS,
-    SCENARIOS,
     Ports,
     Processes,
     check_config,
     loopback_config,
-    sipp,
     statistic,
     wait_for_port,
 )
@@ -38,10 +36,7 @@ def shedding_proxy(tmp_path: Path) -> Iterator[Ports]:
     ports = Ports()
     processes = Processes(tmp_path / "processes.log")
     try:
-        processes.start_redis(ports.redis)
-        for name, scenario in (("engine", "acm_engine.xml"), ("gateway", "media_gateway.xml")):
-            processes.start(name, [sipp(), "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1",
-                                   "-p", str(getattr(ports, name)), "-nostdin"])
+        processes.start_stand_ins(ports)
         config = loopback_config(
             "local", tmp_path, ports, tls=None, peer_cidrs=(f"{CALLER_ADDRESS}/32",),
             load_shedding=LoadShedding(calls_per_second=CEILING,
