@@ -1,0 +1,3 @@
+module acm-platform/pause
+
+go 1.26.0
