@@ -8,9 +8,11 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.images import part_image
 from components.base.settings import (
     Autoscaling,
     Disruption,
+    ImageBuild,
     ImageRef,
     Model,
     Port,
@@ -20,6 +22,7 @@ from components.base.settings import (
     require_scalable,
 )
 from components.base.workload import DeploymentSpec, managed_deployment, service
+from components.stand_ins import SIP_STAND_IN_IMAGE, require_stand_in_build
 
 # --- settings: acm-platform:acmEngine -----------------------------------------------------
 
@@ -32,6 +35,10 @@ class AcmEngineConfig(Model):
     backup_replicas: Annotated[int, Field(ge=0, le=10)]
     http_port: Port = 8080
     sip_port: Port = 5060
+    image_build: ImageBuild | None = None
+    # True: the SIPp stand-in the SIP tests use (302 clean, 603 for +23490, 200 to OPTIONS,
+    # /health) in the engine's place, built by the stack; for clusters without the product.
+    stand_in: bool = False
 
     @model_validator(mode="after")
     def _pdb_below_floor(self) -> Self:
@@ -40,6 +47,8 @@ class AcmEngineConfig(Model):
         )
         require_scalable(self.resources, self.autoscaling)
         require_distinct_ports({"httpPort": self.http_port, "sipPort": self.sip_port})
+        if self.stand_in:
+            require_stand_in_build(self.image_build)
         return self
 
 
@@ -98,7 +107,7 @@ class AcmEngine(pulumi.ComponentResource):
 
     def _engines(self, name: str, part: kube.Part, args: AcmEngineArgs, role: str) -> Any:
         settings = args.settings
-        container = {
+        container: dict[str, Any] = {
             "name": "acm-engine",
             "image": settings.image,
             "ports": [
@@ -126,6 +135,11 @@ class AcmEngine(pulumi.ComponentResource):
             "readiness_probe": kube.http_probe("/health", "http", period=5, failures=2),
             "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
         }
+        if settings.stand_in:
+            container["image"] = part_image(f"{name}-stand-in-image", SIP_STAND_IN_IMAGE,
+                                            settings.image, settings.image_build, self)
+            container["args"] = ["engine", "--sip-port", str(settings.sip_port),
+                                 "--http-port", str(settings.http_port)]
         spec = DeploymentSpec(
             part=part, namespace=args.namespace, instance=args.instance,
             containers=[container], priority_class=args.priority_class,

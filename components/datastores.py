@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+import dataclasses
+from typing import Annotated, Literal, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.images import ImageRecipe, part_image
 from components.base.settings import (
+    ImageBuild,
     ImageRef,
     Model,
     Port,
@@ -29,11 +32,33 @@ CLUSTER_DOMAIN = "cluster.local"
 # --- settings: acm-platform:dragonfly, yugabyte, clickhouse -------------------------------
 
 
+# Stand-ins for stacks where the real stores cannot be had (local): protocol-compatible
+# servers from Debian, built by the stack.
+REDIS_IMAGE = ImageRecipe("redis", "images/redis/Dockerfile", ("images/redis",))
+POSTGRESQL_IMAGE = ImageRecipe("postgresql", "images/postgresql/Dockerfile",
+                               ("images/postgresql", "jobs/sql/acm_source_v1.sql"))
+
+
+def require_buildable_stand_in(stand_in: str | None, image_build: ImageBuild | None) -> None:
+    if stand_in is not None and image_build is None:
+        raise ValueError(f"standIn {stand_in!r} needs imageBuild (a registry and a Debian base): "
+                         "the stand-in's image is built by the stack")
+
+
 class DragonflyConfig(Model):
     image: ImageRef
     resources: Resources
     storage: Storage
     port: Port = 6379
+    image_build: ImageBuild | None = None
+    # "redis": Redis 7 from Debian in Dragonfly's place (same protocol for what the platform
+    # uses), given Redis's own arguments.
+    stand_in: Literal["redis"] | None = None
+
+    @model_validator(mode="after")
+    def _stand_in_built(self) -> Self:
+        require_buildable_stand_in(self.stand_in, self.image_build)
+        return self
 
 
 class YugabyteTier(Model):
@@ -48,9 +73,14 @@ class YugabyteConfig(Model):
     masters: YugabyteTier
     tservers: YugabyteTier
     ysql_port: Port = 5433
+    image_build: ImageBuild | None = None
+    # "postgresql": one PostgreSQL 15 server answers YSQL (same wire protocol and SQL for what
+    # the platform uses) in the tservers' place and under their Service names; no masters.
+    stand_in: Literal["postgresql"] | None = None
 
     @model_validator(mode="after")
     def _enough_replicas(self) -> Self:
+        require_buildable_stand_in(self.stand_in, self.image_build)
         if self.replication_factor % 2 == 0:
             raise ValueError(
                 f"replicationFactor {self.replication_factor} must be odd (Raft needs a majority)"
@@ -123,12 +153,20 @@ class Dragonfly(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("acm:platform:Dragonfly", name, None, opts)
         settings = args.settings
+        if settings.stand_in == "redis":
+            server_args = ["--port", str(settings.port), "--bind", "0.0.0.0",
+                           "--protected-mode", "no", "--dir", "/data",
+                           "--dbfilename", "dump.rdb", "--save", "300 1"]
+        else:
+            server_args = ["--port", str(settings.port), "--dir", "/data", "--dbfilename",
+                           "dump", "--snapshot_cron", "*/5 * * * *"]
         spec = StatefulTierSpec(
             part=kube.DRAGONFLY, namespace=args.namespace, instance=args.instance,
-            image=settings.image, replicas=1, resources=settings.resources,
+            image=part_image(f"{name}-image", REDIS_IMAGE, settings.image,
+                             settings.image_build, self),
+            replicas=1, resources=settings.resources,
             storage=settings.storage, ports={"redis": settings.port}, data_path="/data",
-            args=["--port", str(settings.port), "--dir", "/data", "--dbfilename", "dump",
-                  "--snapshot_cron", "*/5 * * * *"],
+            args=server_args,
             liveness=kube.tcp_probe("redis"), readiness=kube.tcp_probe("redis", period=5),
             priority_class=args.priority_class, node_topology_key=args.node_topology_key,
             zone_topology_key=args.zone_topology_key,
@@ -173,6 +211,9 @@ class ClickHouse(pulumi.ComponentResource):
 
 class YugabyteArgs(StoreArgs):
     settings: YugabyteConfig
+    # The Secret with the platform's database role (username, password): the PostgreSQL
+    # stand-in makes its role from it.
+    database_secret_name: str
 
 
 class YugabyteDb(pulumi.ComponentResource):
@@ -229,10 +270,14 @@ class YugabyteDb(pulumi.ComponentResource):
             readiness=kube.tcp_probe("ysql", period=5),
             **common,  # type: ignore[arg-type]
         )
-        self.masters = stateful_tier(f"{name}-master", master_spec, self)
-        self.tservers = stateful_tier(f"{name}-tserver", tserver_spec, self)
-        self.master_pdb = quorum_disruption_budget(f"{name}-master-pdb", master_spec, self)
-        self.tserver_pdb = quorum_disruption_budget(f"{name}-tserver-pdb", tserver_spec, self)
+        if settings.stand_in == "postgresql":
+            self._postgresql_stand_in(name, args, tserver_spec)
+        else:
+            self.masters = stateful_tier(f"{name}-master", master_spec, self)
+            self.tservers = stateful_tier(f"{name}-tserver", tserver_spec, self)
+            self.master_pdb = quorum_disruption_budget(f"{name}-master-pdb", master_spec, self)
+            self.tserver_pdb = quorum_disruption_budget(f"{name}-tserver-pdb", tserver_spec,
+                                                        self)
         self.ysql_service = _client_service(
             f"{name}-ysql-service", kube.YB_TSERVER, args, {"ysql": settings.ysql_port}, self
         )
@@ -240,3 +285,22 @@ class YugabyteDb(pulumi.ComponentResource):
         self.ysql_port = settings.ysql_port
         self.register_outputs({"host": self.host, "ysqlPort": self.ysql_port,
                                "replicationFactor": settings.replication_factor})
+
+    def _postgresql_stand_in(self, name: str, args: YugabyteArgs,
+                             tservers: StatefulTierSpec) -> None:
+        """PostgreSQL under the tservers' names and ports: clients (the compliance job, the
+        engine) see the same host, port and credentials as with YugabyteDB."""
+        settings = args.settings
+        spec = dataclasses.replace(
+            tservers,
+            image=part_image(f"{name}-image", POSTGRESQL_IMAGE, settings.image,
+                             settings.image_build, self),
+            replicas=1, ports={"ysql": settings.ysql_port}, command=(), args=(),
+            env=({"name": "PGDATA", "value": "/mnt/data/pgdata"},
+                 {"name": "ACM_DATABASE_PORT", "value": str(settings.ysql_port)},
+                 {"name": "ACM_DATABASE_SECRET_DIR", "value": "/etc/acm/database"}),
+            liveness=kube.tcp_probe("ysql", initial_delay=10),
+            readiness=kube.tcp_probe("ysql", period=5),
+            secret_volume=("credentials", args.database_secret_name, "/etc/acm/database"),
+        )
+        self.tservers = stateful_tier(f"{name}-tserver", spec, self)

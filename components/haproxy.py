@@ -8,9 +8,11 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.images import ImageRecipe, part_image
 from components.base.settings import (
     Disruption,
     Features,
+    ImageBuild,
     ImageRef,
     Model,
     Port,
@@ -71,8 +73,13 @@ def haproxy_open_files(max_connections: int) -> int:
     return 2 * max_connections + HAPROXY_SPARE_FILES
 
 
+# Where upstream's image cannot be pulled (the local stack), HAProxy 2.6 from Debian.
+HAPROXY_IMAGE = ImageRecipe("haproxy", "images/haproxy/Dockerfile", ("images/haproxy",))
+
+
 class HaproxyConfig(Model):
     image: ImageRef
+    image_build: ImageBuild | None = None
     replicas: Annotated[int, Field(ge=1)]
     resources: Resources
     pdb: Disruption
@@ -177,7 +184,8 @@ class HaproxyTier(pulumi.ComponentResource):
             )
         container = {
             "name": "haproxy",
-            "image": settings.image,
+            "image": part_image(f"{name}-image", HAPROXY_IMAGE, settings.image,
+                                settings.image_build, self),
             "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
             "ports": container_ports,
             "resources": kube.resources(settings.resources),

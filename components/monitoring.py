@@ -10,7 +10,9 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.base import kube
+from components.base.images import ImageRecipe, part_image
 from components.base.settings import (
+    ImageBuild,
     ImageRef,
     Model,
     Resources,
@@ -52,8 +54,14 @@ REPORT_MAX_AGE_SECONDS = {
 # --- settings: acm-platform:monitoring ----------------------------------------------------
 
 
+# Where upstream's image cannot be pulled (the local stack), Prometheus from Debian.
+PROMETHEUS_IMAGE = ImageRecipe("prometheus", "images/prometheus/Dockerfile",
+                               ("images/prometheus",))
+
+
 class PrometheusConfig(Model):
     image: ImageRef
+    image_build: ImageBuild | None = None
     resources: Resources
     storage: Storage
     scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
@@ -159,7 +167,9 @@ class Monitoring(pulumi.ComponentResource):
         )
         prometheus_spec = StatefulTierSpec(
             part=kube.PROMETHEUS, namespace=args.namespace, instance=args.instance,
-            image=prometheus.image, replicas=1, resources=prometheus.resources,
+            image=part_image(f"{name}-prometheus-image", PROMETHEUS_IMAGE, prometheus.image,
+                             prometheus.image_build, self),
+            replicas=1, resources=prometheus.resources,
             storage=prometheus.storage, ports={"http": PROMETHEUS_PORT},
             data_path="/prometheus",
             args=["--config.file=/etc/prometheus/prometheus.yml",

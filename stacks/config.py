@@ -23,6 +23,7 @@ from components.datastores import ClickHouseConfig, DragonflyConfig, YugabyteCon
 from components.haproxy import HaproxyConfig
 from components.monitoring import MonitoringConfig
 from components.opensips.settings import OpenSipsConfig
+from components.stand_ins import MediaGatewayStandInConfig
 
 PROJECT = "acm-platform"
 
@@ -90,7 +91,24 @@ class StackConfig(Model):
     clickhouse: ClickHouseConfig
     monitoring: MonitoringConfig
     compliance: ComplianceConfig
+    media_gateway_stand_in: MediaGatewayStandInConfig | None = None
     secrets: SecretSettings
+
+    @model_validator(mode="after")
+    def _stand_ins_only_locally(self) -> Self:
+        # A stand-in in a real environment would screen real calls with a test double.
+        if self.environment == "local":
+            return self
+        stand_ins = [key for key, present in (
+            ("acmEngine.standIn", self.acm_engine.stand_in),
+            ("dragonfly.standIn", self.dragonfly.stand_in is not None),
+            ("yugabyte.standIn", self.yugabyte.stand_in is not None),
+            ("mediaGatewayStandIn", self.media_gateway_stand_in is not None),
+        ) if present]
+        if stand_ins:
+            raise ValueError(f"{', '.join(stand_ins)}: stand-ins are for the local stack only; "
+                             f"environment {self.environment!r} runs the real parts")
+        return self
 
     @model_validator(mode="after")
     def _production_floor(self) -> Self:

@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from components.acm_engine import AcmEngine, AcmEngineArgs
 from components.base import kube
-from components.base.images import OPENSIPS_IMAGE, build_image, build_job_image
+from components.base.images import build_job_image
 from components.base.network import Cidrs, Flow
 from components.compliance import EXPORTER_PORT, ComplianceJobs, ComplianceJobsArgs
 from components.datastores import (
@@ -36,6 +36,7 @@ from components.haproxy import HaproxyArgs, HaproxyTier
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
 from components.opensips.args import OpenSipsArgs
 from components.opensips.cluster import OpenSipsCluster
+from components.stand_ins import MediaGatewayStandIn, MediaGatewayStandInArgs
 from stacks.config import StackConfig
 
 DATABASE_SECRET = "acm-database"
@@ -129,10 +130,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         "foundation",
         FoundationArgs(
             namespace=namespace, instance=instance, flows=traffic_flows(config),
-            service_accounts=[kube.HAPROXY, kube.OPENSIPS, kube.ACM_ENGINE,
-                              kube.ACM_ENGINE_BACKUP, kube.DRAGONFLY, kube.YB_MASTER,
-                              kube.YB_TSERVER, kube.CLICKHOUSE, kube.PROMETHEUS, kube.GRAFANA,
-                              kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER],
+            service_accounts=service_accounts(config),
         ),
         opts=on_cluster,
     )
@@ -144,9 +142,17 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
 
     dragonfly = Dragonfly("dragonfly", DragonflyArgs(settings=config.dragonfly, **backing),
                           opts=in_namespace)
-    yugabyte = YugabyteDb("yugabyte", YugabyteArgs(settings=config.yugabyte, **backing),
+    yugabyte = YugabyteDb("yugabyte", YugabyteArgs(settings=config.yugabyte,
+                                                   database_secret_name=DATABASE_SECRET,
+                                                   **backing),
                           opts=in_namespace)
-    clickhouse = ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
+    if config.features.clickhouse:
+        ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
+                   opts=in_namespace)
+    if config.media_gateway_stand_in is not None:
+        MediaGatewayStandIn("media-gateway-stand-in",
+                            MediaGatewayStandInArgs(settings=config.media_gateway_stand_in,
+                                                    **sip_path),
                             opts=in_namespace)
     database_secret = k8s.core.v1.Secret(
         "database-credentials",
@@ -165,21 +171,14 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             settings=config.acm_engine, database_host=yugabyte.host,
             database_port=yugabyte.ysql_port, database_secret_name=DATABASE_SECRET,
             dragonfly_host=dragonfly.host, dragonfly_port=dragonfly.port,
-            clickhouse_url=f"http://{clickhouse.host}:{clickhouse.http_port}", **sip_path,
+            clickhouse_url=clickhouse_url(config), **sip_path,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, database_secret]),
     )
-    opensips_settings = config.opensips
-    opensips_built: list[pulumi.Resource] = []
-    if config.opensips.image_build is not None:
-        opensips_image, reference = build_image("opensips-image", OPENSIPS_IMAGE,
-                                                config.opensips.image_build.registry)
-        opensips_settings = config.opensips.model_copy(update={"image": reference})
-        opensips_built = [opensips_image]
     opensips = OpenSipsCluster(
         "opensips",
         OpenSipsArgs(
-            settings=opensips_settings, features=config.features,
+            settings=config.opensips, features=config.features,
             acm_engine_domain=acm_engine.sip_domain,
             acm_engine_backup_domain=acm_engine.backup_sip_domain,
             acm_engine_port=acm_engine.sip_port, dragonfly_host=dragonfly.host,
@@ -189,8 +188,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             tls_certificate=config.secrets.sip_tls_certificate,
             tls_private_key=config.secrets.sip_tls_private_key, **sip_path,
         ),
-        opts=pulumi.ResourceOptions(provider=provider,
-                                    depends_on=[foundation, *opensips_built]),
+        opts=in_namespace,
     )
     haproxy = HaproxyTier(
         "haproxy",
@@ -208,7 +206,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         image, built = config.compliance.image, []
         if config.compliance.image_build is not None:
             job_image, image = build_job_image("ncc-compliance-image",
-                                               config.compliance.image_build.registry)
+                                               config.compliance.image_build)
             built = [job_image]
         compliance = ComplianceJobs(
             "compliance",
@@ -233,6 +231,20 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
     return Platform(provider, foundation, opensips, haproxy, acm_engine)
 
 
+def service_accounts(config: StackConfig) -> list[kube.Part]:
+    parts = [kube.HAPROXY, kube.OPENSIPS, kube.ACM_ENGINE, kube.ACM_ENGINE_BACKUP,
+             kube.DRAGONFLY, kube.YB_MASTER, kube.YB_TSERVER, kube.CLICKHOUSE, kube.PROMETHEUS,
+             kube.GRAFANA, kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER]
+    if config.media_gateway_stand_in is not None:
+        parts.append(kube.MEDIA_GATEWAY_STAND_IN)
+    return parts
+
+
+def clickhouse_url(config: StackConfig) -> str:
+    host = f"{kube.CLICKHOUSE.name}.{config.namespace}.svc.cluster.local"
+    return f"http://{host}:{config.clickhouse.http_port}"
+
+
 def scrape_targets(
     config: StackConfig, opensips: OpenSipsCluster, acm_engine: AcmEngine,
     compliance: ComplianceJobs | None,
@@ -244,11 +256,15 @@ def scrape_targets(
         ScrapeTarget("acm-engine", acm_engine.sip_domain, config.acm_engine.http_port),
         ScrapeTarget("dragonfly", f"{kube.DRAGONFLY.name}-headless.{suffix}",
                      config.dragonfly.port),
-        ScrapeTarget("yb-master", f"{kube.YB_MASTER.name}-headless.{suffix}", YB_MASTER_WEB,
-                     "/prometheus-metrics"),
-        ScrapeTarget("yb-tserver", f"{kube.YB_TSERVER.name}-headless.{suffix}",
-                     YB_TSERVER_WEB, "/prometheus-metrics"),
     ]
+    # PostgreSQL in YugabyteDB's place serves no metrics page.
+    if config.yugabyte.stand_in is None:
+        targets += [
+            ScrapeTarget("yb-master", f"{kube.YB_MASTER.name}-headless.{suffix}",
+                         YB_MASTER_WEB, "/prometheus-metrics"),
+            ScrapeTarget("yb-tserver", f"{kube.YB_TSERVER.name}-headless.{suffix}",
+                         YB_TSERVER_WEB, "/prometheus-metrics"),
+        ]
     if acm_engine.backup_sip_domain is not None:
         targets.append(ScrapeTarget("acm-engine-backup", acm_engine.backup_sip_domain,
                                     config.acm_engine.http_port))

@@ -53,7 +53,9 @@ def test_stack_with_a_registry_builds_the_image_and_deploys_its_tag() -> None:
     builds = [r for r in rendering.resources if r.type == "docker:index/image:Image"]
     assert len(builds) == 1
     assert builds[0].inputs["build"]["dockerfile"].endswith("jobs/Dockerfile")
-    expected = f"registry.acm.internal/acm/ncc-compliance:{content_tag()}"
+    arguments = builds[0].inputs["build"]["args"]
+    assert set(arguments) == {"EXTRA_CA_CERTS"}  # no base: the Dockerfile's upstream default
+    expected = f"registry.acm.internal/acm/ncc-compliance:{content_tag(build_args=arguments)}"
     for job in rendering.objects("CronJob"):
         container = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == expected

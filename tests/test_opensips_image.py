@@ -1,44 +1,28 @@
-"""The OpenSIPS image installs exactly the module packages the rendered configs load.
-
-Which Debian package carries which module is read from OpenSIPS's own packaging
-(`packaging/debian/rules` in the 4.0.1 source archive): a module listed in a `FOO_MODULES`
-variable ships in `FOO_PKGNAME`; any other module is in the `opensips` package itself.
-"""
+"""The OpenSIPS image is built from the pinned source archive with exactly the modules the
+configs load: the same list and pins as the binary the tests run (scripts/opensips), so the
+two builds never drift apart. What the built image really holds is checked on the deployed
+stack (tests/cluster/test_real_node.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-import tarfile
-from functools import cache
+import subprocess
 from pathlib import Path
 
-from components.base.images import OPENSIPS_IMAGE, content_tag
+from components.base.images import content_tag, third_party_folder
 from components.opensips.config_files import IMAGE_MODULE_PATH
+from components.opensips.modules import (
+    BUILT_IN,
+    OPENSIPS_IMAGE,
+    opensips_build_args,
+    source_pins,
+    template_modules,
+)
 from stacks.stack_files import STACKS
 from tests.conftest import REPO, render_modified, rendering_of
 
-ARCHIVE = REPO.parent / "shared" / "third-party" / "opensips-4.0.1.tar.xz"
 DOCKERFILE = REPO / OPENSIPS_IMAGE.dockerfile
-BUILT_IN = {"proto_udp", "proto_tcp"}  # linked into the 4.0 core
-
-
-@cache
-def packaging_rules() -> str:
-    with tarfile.open(ARCHIVE) as archive:
-        member = archive.extractfile("opensips-4.0.1/packaging/debian/rules")
-        assert member is not None
-        return member.read().decode()
-
-
-def package_of_module() -> dict[str, str]:
-    rules = packaging_rules()
-    names = dict(re.findall(r"^(\w+)_PKGNAME\s*=\s*(\S+)", rules, re.M))
-    owners = {}
-    for variable, modules in re.findall(r"^(\w+)_MODULES\s*=\s*(.+)$", rules, re.M):
-        if variable in names:
-            for module in modules.split():
-                owners[module] = names[variable]
-    return owners
 
 
 def loaded_modules() -> set[str]:
@@ -49,46 +33,67 @@ def loaded_modules() -> set[str]:
     return modules - BUILT_IN
 
 
-def needed_packages(modules: set[str]) -> set[str]:
-    owners = package_of_module()
-    return {"opensips"} | {owners[m] for m in modules if m in owners}
+def test_the_build_list_covers_every_module_a_rendered_config_loads() -> None:
+    assert loaded_modules() <= set(template_modules())
+    assert {"cachedb_redis", "tls_openssl", "httpd", "prometheus"} <= set(template_modules())
 
 
-def installed_packages(dockerfile: str) -> set[str]:
-    return set(re.findall(r"^\s+(opensips[a-z0-9-]*)=", dockerfile, re.M))
+def test_a_module_the_template_loads_joins_the_list(tmp_path: Path) -> None:
+    template = tmp_path / "opensips.cfg.j2"
+    template.write_text('loadmodule "tm.so"\nloadmodule "proto_udp.so"\nloadmodule "acc.so"\n')
+    assert template_modules(template) == ["acc", "tm"]
 
 
-def test_the_image_installs_exactly_the_packages_the_configs_need() -> None:
-    needed = needed_packages(loaded_modules())
-    assert {"opensips-redis-module", "opensips-tls-openssl-module"} <= needed
-    assert installed_packages(DOCKERFILE.read_text()) == needed
+def test_the_archive_beside_the_clone_is_the_pinned_one() -> None:
+    pins = source_pins()
+    archive = third_party_folder() / f"opensips-{pins['OPENSIPS_VERSION']}.tar.xz"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == pins["OPENSIPS_SHA256"]
 
 
-def test_a_module_whose_package_is_missing_is_found() -> None:
-    without_redis = DOCKERFILE.read_text().replace("opensips-redis-module=", "# dropped ")
-    missing = needed_packages(loaded_modules()) - installed_packages(without_redis)
-    assert missing == {"opensips-redis-module"}
+def test_scripts_opensips_builds_the_same_list_from_the_same_pins() -> None:
+    # The tests' build asks the same module for its list and sources the same pins file.
+    listed = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m",
+                             "components.opensips.modules"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert listed == template_modules()
+    script = (REPO / "scripts" / "opensips").read_text()
+    assert "source images/opensips/pins" in script
+    assert "-m components.opensips.modules" in script
 
 
-def test_the_packaging_puts_modules_where_the_config_looks() -> None:
-    # Debian packages install modules under lib/<multiarch>/opensips/modules of /usr.
-    assert "LIBDIR=lib/$(DEB_HOST_MULTIARCH)" in packaging_rules()
+def test_modules_land_where_the_config_looks() -> None:
+    # Debian's packaging installs modules under lib/<multiarch>/opensips/modules of /usr; the
+    # image's build uses the same LIBDIR, and the rendered mpath points there.
+    assert "prefix=/usr LIBDIR=lib/x86_64-linux-gnu" in DOCKERFILE.read_text()
     assert IMAGE_MODULE_PATH == "/usr/lib/x86_64-linux-gnu/opensips/modules/"
-    assert 'platform="linux/amd64"' in (REPO / "components" / "base" / "images.py").read_text()
 
 
 def test_a_stack_with_a_registry_builds_the_opensips_image_and_deploys_its_tag() -> None:
     rendering = render_modified("dev", "opensips.imageBuild",
                                 {"registry": "registry.acm.internal/acm"})
-    builds = [r for r in rendering.resources if r.type == "docker:index/image:Image"
-              and r.name == "opensips-image"]
-    assert len(builds) == 1
-    assert builds[0].inputs["build"]["dockerfile"].endswith("images/opensips/Dockerfile")
-    expected = f"registry.acm.internal/acm/opensips:{content_tag(inputs=OPENSIPS_IMAGE.inputs)}"
-    assert builds[0].inputs["imageName"] == expected
-    container = rendering.get("Deployment", "opensips")["spec"]["template"]["spec"][
-        "containers"][0]
-    assert container["image"] == expected
+    builds = {r.name: r for r in rendering.resources if r.type == "docker:index/image:Image"}
+    assert set(builds) == {"opensips-image", "opensips-dispatcher-sync-image"}
+    build = builds["opensips-image"].inputs["build"]
+    assert build["dockerfile"].endswith("images/opensips/Dockerfile")
+    assert Path(build["context"]) == third_party_folder()
+    assert build["args"] == dict(opensips_build_args())
+    assert build["network"] == "host"
+    expected = ("registry.acm.internal/acm/opensips:"
+                f"{content_tag(inputs=OPENSIPS_IMAGE.inputs, build_args=build['args'])}")
+    assert builds["opensips-image"].inputs["imageName"] == expected
+    pod = rendering.get("Deployment", "opensips")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == expected
+    assert pod["initContainers"][0]["image"].startswith("registry.acm.internal/acm/python:")
+
+
+def test_a_base_image_is_passed_to_every_build() -> None:
+    rendering = render_modified("dev", "opensips.imageBuild",
+                                {"registry": "registry.acm.internal/acm",
+                                 "baseImage": "registry.acm.internal/acm/debian:bookworm"})
+    builds = [r for r in rendering.resources if r.type == "docker:index/image:Image"]
+    assert builds
+    assert all(b.inputs["build"]["args"]["BASE"] == "registry.acm.internal/acm/debian:bookworm"
+               for b in builds)
 
 
 def test_without_a_registry_the_stack_deploys_its_pinned_image() -> None:
@@ -99,9 +104,13 @@ def test_without_a_registry_the_stack_deploys_its_pinned_image() -> None:
     assert container["image"] == rendering.config.opensips.image
 
 
-def test_the_content_tag_follows_the_dockerfile(tmp_path: Path) -> None:
+def test_the_content_tag_follows_the_dockerfile_and_the_module_list(tmp_path: Path) -> None:
     (tmp_path / "images" / "opensips").mkdir(parents=True)
     (tmp_path / "images" / "opensips" / "Dockerfile").write_text(DOCKERFILE.read_text())
-    before = content_tag(tmp_path, OPENSIPS_IMAGE.inputs)
+    arguments = dict(opensips_build_args())
+    before = content_tag(tmp_path, OPENSIPS_IMAGE.inputs, arguments)
+    fewer = {**arguments,
+             "OPENSIPS_MODULES": " ".join(arguments["OPENSIPS_MODULES"].split()[1:])}
+    assert content_tag(tmp_path, OPENSIPS_IMAGE.inputs, fewer) != before
     (tmp_path / "images" / "opensips" / "Dockerfile").write_text(DOCKERFILE.read_text() + "#\n")
-    assert content_tag(tmp_path, OPENSIPS_IMAGE.inputs) != before
+    assert content_tag(tmp_path, OPENSIPS_IMAGE.inputs, arguments) != before

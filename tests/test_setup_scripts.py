@@ -53,7 +53,8 @@ def fake_repository(tmp_path: Path, failing_step: str) -> Path:
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup", repo / "scripts" / "setup")
-    for name in ("control-plane", "toolchain", "opensips", "actionlint", "pulumi"):
+    for name in ("control-plane", "node", "images", "toolchain", "opensips", "actionlint",
+                 "pulumi"):
         script = repo / "scripts" / name
         fails = name == failing_step
         script.write_text("#!/usr/bin/env bash\n"
@@ -78,8 +79,8 @@ def test_a_failed_set_up_names_its_step_and_how_to_resume(tmp_path: Path) -> Non
         answer.stderr
     assert "run ./scripts/setup again: it resumes there" in answer.stderr
     # Nothing after the failed step ran.
-    assert (repo / "calls").read_text().splitlines() == ["control-plane build",
-                                                         "toolchain install"]
+    assert (repo / "calls").read_text().splitlines() == [
+        "control-plane build", "node build", "images build", "toolchain install"]
 
 
 def test_a_set_up_that_succeeds_reports_no_failure(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ PROMETHEUS = Part("prometheus", "monitoring")
 GRAFANA = Part("grafana", "monitoring")
 COMPLIANCE = Part("ncc-compliance", "compliance")
 COMPLIANCE_EXPORTER = Part("ncc-compliance-exporter", "compliance")
+MEDIA_GATEWAY_STAND_IN = Part("media-gateway-stand-in", "stand-in")
 
 SIP_PATH_PRIORITY_CLASS = "acm-sip-path"
 PLATFORM_PRIORITY_CLASS = "acm-platform"

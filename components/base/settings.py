@@ -305,12 +305,24 @@ def require_scalable(resources: Resources, autoscaling: Autoscaling) -> None:
 
 
 class ImageBuild(Model):
+    """A part whose images the stack builds (pulumi-docker) instead of pulling pinned ones."""
+
     # Registry host and path the stack pushes an image it builds to (docker login done by CI).
     registry: Registry
+    # The Debian bookworm image the Dockerfiles start from (their BASE argument); unset, each
+    # Dockerfile's upstream default. The local stack names the mmdebstrap base that
+    # scripts/images pushes to its own registry.
+    base_image: ImageRef | None = None
+    # A folder of PEM CA certificates (*.crt) the build steps that fetch over HTTPS (pip) trust
+    # besides the public ones: for builds behind a TLS-inspecting egress proxy. Only the build
+    # stage trusts them; the image the pods run does not. A missing folder adds none.
+    extra_ca_certificates: str | None = None
 
 
 class Features(Model):
     sip_tls: bool = True
     sip_udp_load_balancer: bool = True
     grafana: bool = True
+    # Off where its image cannot be had (local): nothing on the call path needs it.
+    clickhouse: bool = True
     compliance_jobs: bool = True

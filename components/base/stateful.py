@@ -20,7 +20,7 @@ class StatefulTierSpec:
     part: kube.Part
     namespace: str
     instance: str
-    image: str
+    image: pulumi.Input[str]
     replicas: int
     resources: Resources
     storage: Storage
@@ -40,6 +40,8 @@ class StatefulTierSpec:
     extra_annotations: Mapping[str, str] = field(default_factory=dict)
     # (volume name, ConfigMap name, mount path) of a rendered config, mounted read-only.
     config_volume: tuple[str, str, str] | None = None
+    # (volume name, Secret name, mount path) of credentials, mounted read-only as files.
+    secret_volume: tuple[str, str, str] | None = None
 
 
 @dataclass
@@ -82,6 +84,11 @@ def stateful_tier(
         volume_name, config_map_name, mount_path = spec.config_volume
         config_mounts.append({"name": volume_name, "mount_path": mount_path, "read_only": True})
         config_volumes.append({"name": volume_name, "config_map": {"name": config_map_name}})
+    if spec.secret_volume is not None:
+        volume_name, secret_name, mount_path = spec.secret_volume
+        config_mounts.append({"name": volume_name, "mount_path": mount_path, "read_only": True})
+        config_volumes.append({"name": volume_name,
+                               "secret": {"secret_name": secret_name, "default_mode": 0o440}})
     container: dict[str, Any] = {
         "name": spec.part.name,
         "image": spec.image,

@@ -6,10 +6,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.base import kube
+from components.base.images import part_image
 from components.base.workload import DeploymentSpec, managed_deployment, service
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import OpenSipsFiles, opensips_files
 from components.opensips.memory import opensips_memory_mib
+from components.opensips.modules import DISPATCHER_SYNC_IMAGE, OPENSIPS_IMAGE
 
 CONFIG_DIR = "/etc/opensips"
 TLS_DIR = "/etc/opensips/tls"
@@ -46,12 +48,17 @@ class OpenSipsCluster(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # Built from the pinned source when the stack says imageBuild, with the sidecar's Python.
+        opensips_image = part_image(f"{name}-image", OPENSIPS_IMAGE, settings.image,
+                                    settings.image_build, self)
+        sidecar_image = part_image(f"{name}-dispatcher-sync-image", DISPATCHER_SYNC_IMAGE,
+                                   args.sidecar_image, settings.image_build, self)
         ports = settings.ports
         shared_mib, private_mib = opensips_memory_mib(
             settings.resources.limits.memory, settings.max_udp_workers, settings.tcp_workers)
         opensips_container = {
             "name": "opensips",
-            "image": settings.image,
+            "image": opensips_image,
             # Memory sized from the container's limit (validated in the stack config): with
             # the 32 MiB default, shared memory ran out far below the limit and the HPA.
             "command": ["opensips", "-F", "-f", f"{CONFIG_DIR}/opensips.cfg",
@@ -81,7 +88,7 @@ class OpenSipsCluster(pulumi.ComponentResource):
         # started before OpenSIPS (native sidecar) so the first table is there at boot.
         dispatcher_sync = {
             "name": "dispatcher-sync",
-            "image": args.sidecar_image,
+            "image": sidecar_image,
             "restart_policy": "Always",
             "command": ["python3", "/opt/dispatcher-sync/dispatcher_sync.py"],
             "args": ["--settings", "/opt/dispatcher-sync/settings.json"],

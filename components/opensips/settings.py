@@ -91,7 +91,8 @@ class CircuitBreaker(Model):
 
 
 class OpenSipsConfig(Model):
-    # Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile.
+    # Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile
+    # (and the sidecar's Python from images/dispatcher-sync/Dockerfile).
     image: ImageRef
     image_build: ImageBuild | None = None
     # Python image of the dispatcher-sync sidecar (stdlib only).
