@@ -34,6 +34,12 @@ def toolchain_environment() -> dict[str, str]:
     return environment
 
 
+def docker_host() -> str:
+    printed = subprocess.run([REPO / "scripts" / "images", "env"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    return printed.removeprefix("export DOCKER_HOST=")
+
+
 def cli_root() -> Path:
     """The folder above the CLI's `bin/` (what the Automation API's PulumiCommand wants)."""
     printed = subprocess.run([TOOLCHAIN, "bin"], capture_output=True, text=True, check=True)
@@ -53,6 +59,9 @@ class Engine:
         }
         if kubeconfig is not None:
             self.env["KUBECONFIG"] = str(kubeconfig)
+            # The local stack's images are built by pulumi-docker with the project's dockerd,
+            # which scripts/control-plane starts with the cluster.
+            self.env["DOCKER_HOST"] = docker_host()
         backend.mkdir(parents=True, exist_ok=True)
         self.command = auto.PulumiCommand(root=str(cli_root()))
 
