@@ -43,11 +43,22 @@ def table_rows(sets: dict[int, list[str]], port: int) -> list[str]:
 
 
 def write_atomically(path: Path, text: str) -> bool:
-    """Write `text` to `path` through a rename; False when the content is already there."""
-    if path.exists() and path.read_text() == text:
-        return False
+    """Write `text` to `path` through a rename; False when the content is already there.
+
+    db_text reloads a table only when the file's mtime, in whole seconds, is greater than when
+    it last read it: two changes within one second (engines starting together) left OpenSIPS
+    with the first one. Each new version's mtime is therefore a second past the last one's."""
+    previous = None
+    if path.exists():
+        if path.read_text() == text:
+            return False
+        previous = int(path.stat().st_mtime)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(text)
+    stamp = int(time.time())
+    if previous is not None and stamp <= previous:
+        stamp = previous + 1
+    os.utime(temporary, (stamp, stamp))
     os.replace(temporary, path)
     return True
 

@@ -71,12 +71,13 @@ def redis_server() -> str:
 
 
 def place_call(port: int, number: str = CLEAN_NUMBER, scenario: str = "caller.xml",
-               transport: str = "u1") -> subprocess.CompletedProcess[str]:
-    """One call from the caller's address to 127.0.0.1:`port`, played by SIPp."""
+               transport: str = "u1", host: str = "127.0.0.1",
+               caller: str = CALLER_ADDRESS) -> subprocess.CompletedProcess[str]:
+    """One call from the `caller` address to `host`:`port`, played by SIPp."""
     return subprocess.run(
-        [sipp(), "-sf", str(SCENARIOS / scenario), "-s", number, "-i", CALLER_ADDRESS,
+        [sipp(), "-sf", str(SCENARIOS / scenario), "-s", number, "-i", caller,
          "-p", str(free_port()), "-t", transport, "-m", "1", "-timeout", "20s",
-         "-timeout_error", "-nostdin", f"127.0.0.1:{port}"],
+         "-timeout_error", "-nostdin", f"{host}:{port}"],
         capture_output=True, text=True, timeout=60, check=False)
 
 

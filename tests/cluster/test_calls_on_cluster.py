@@ -1,0 +1,109 @@
+"""SIP through the deployed local platform on the real node: SIPp on the host calls HAProxy's
+NodePort on the node's address, HAProxy passes the call with the PROXY protocol to an OpenSIPS
+pod, OpenSIPS asks an ACM engine stand-in pod and sends the clean call on to the media-gateway
+stand-in pod, which answers and hangs up. A fraud-prefix number is declined with 603. The
+engine pods saw the caller's own address, and Prometheus (in its pod) scraped the calls from
+OpenSIPS."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.opensips.config_files import exported_metric
+from stacks.render import Rendering
+from tests.cluster.kube import Cluster, readiness
+from tests.conftest import rendering_of
+from tests.engine import Engine
+from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, place_call
+
+pytestmark = pytest.mark.slow
+STACK = "local"
+NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
+
+
+@pytest.fixture(scope="module")
+def deployed(control_plane: Path, engine: Engine) -> Iterator[tuple[Cluster, Rendering]]:
+    stack = engine.stack(STACK)
+    stack.up(on_output=lambda _: None)
+    cluster, rendering = Cluster(control_plane), rendering_of(STACK)
+    try:
+        wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), 120)
+        yield cluster, rendering
+    finally:
+        stack.destroy(on_output=lambda _: None)
+
+
+def wait_for(condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s"
+        time.sleep(1)
+
+
+def node_port(cluster: Cluster, namespace: str, service: str, port_name: str) -> int:
+    live = cluster.core().read_namespaced_service(service, namespace)
+    return next(p.node_port for p in live.spec.ports if p.name == port_name)
+
+
+def engine_messages(cluster: Cluster, namespace: str) -> str:
+    """What every engine stand-in pod received (its SIPp message trace)."""
+    from kubernetes.stream import stream
+
+    core = cluster.core()
+    texts = []
+    for pod in core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/name in (acm-engine,acm-engine-backup)"
+    ).items:
+        texts.append(stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, namespace,
+                            command=["cat", "/tmp/messages.log"], stderr=True, stdin=False,
+                            stdout=True, tty=False))
+    return "\n".join(texts)
+
+
+def prometheus_query(cluster: Cluster, namespace: str, query: str) -> list[dict[str, object]]:
+    """A PromQL query to the Prometheus pod, through the API server's service proxy."""
+    answer = cluster.core().connect_get_namespaced_service_proxy_with_path(
+        "prometheus:http", namespace, "api/v1/query", path2="api/v1/query", query=query)
+    document = json.loads(answer.replace("'", '"')) if isinstance(answer, str) else answer
+    assert document["status"] == "success", document
+    return document["data"]["result"]  # type: ignore[no-any-return]
+
+
+def test_calls_through_the_deployed_platform(deployed: tuple[Cluster, Rendering]) -> None:
+    cluster, rendering = deployed
+    namespace = rendering.config.namespace
+    sip_port = node_port(cluster, namespace, "haproxy-sip", "sip-tcp")
+
+    clean = place_call(sip_port, CLEAN_NUMBER, "caller.xml", transport="t1",
+                       host=NODE_ADDRESS, caller=NODE_ADDRESS)
+    # INVITE, 302 from the engine pod, on to the gateway pod: 200, ACK, its BYE answered.
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr
+    fraud = place_call(sip_port, FRAUD_NUMBER, "caller_declined.xml", transport="t1",
+                       host=NODE_ADDRESS, caller=NODE_ADDRESS)
+    assert fraud.returncode == 0, fraud.stdout[-3000:] + fraud.stderr
+
+    # The engine was told the caller's address, which HAProxy carried in the PROXY header:
+    # the host's, not HAProxy's pod address.
+    invites = [m for m in re.split(r"\n(?=-{5,})", engine_messages(cluster, namespace))
+               if "INVITE sip:" in m]
+    callers = {found.group(1) for m in invites
+               if (found := re.search(r"^X-ACM-Caller-IP: (\S+)", m, re.M))}
+    assert callers == {NODE_ADDRESS}, invites[-2:]
+
+    # Prometheus, in its pod, scraped both calls from the OpenSIPS pods.
+    metric = exported_metric("calls_total")
+
+    def scraped_both() -> bool:
+        result = prometheus_query(cluster, namespace, f"sum({metric})")
+        return bool(result) and float(result[0]["value"][1]) >= 2  # type: ignore[index]
+
+    wait_for(scraped_both, 90)
+    fraud_metric = exported_metric("fraud_detected")
+    declined = prometheus_query(cluster, namespace, f"sum({fraud_metric})")
+    assert float(declined[0]["value"][1]) == 1  # type: ignore[index]
