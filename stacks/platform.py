@@ -149,11 +149,14 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
     if config.features.clickhouse:
         ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
                    opts=in_namespace)
+    # OpenSIPS resolves its media gateways when it starts: a stand-in comes up before it, as
+    # real gateways are there before the proxy.
+    gateways: list[pulumi.Resource] = []
     if config.media_gateway_stand_in is not None:
-        MediaGatewayStandIn("media-gateway-stand-in",
+        gateways.append(MediaGatewayStandIn("media-gateway-stand-in",
                             MediaGatewayStandInArgs(settings=config.media_gateway_stand_in,
                                                     **sip_path),
-                            opts=in_namespace)
+                            opts=in_namespace))
     database_secret = k8s.core.v1.Secret(
         "database-credentials",
         metadata=kube.metadata(DATABASE_SECRET, namespace,
@@ -188,7 +191,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             tls_certificate=config.secrets.sip_tls_certificate,
             tls_private_key=config.secrets.sip_tls_private_key, **sip_path,
         ),
-        opts=in_namespace,
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *gateways]),
     )
     haproxy = HaproxyTier(
         "haproxy",

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -68,9 +69,12 @@ def engine_messages(cluster: Cluster, namespace: str) -> str:
 
 def prometheus_query(cluster: Cluster, namespace: str, query: str) -> list[dict[str, object]]:
     """A PromQL query to the Prometheus pod, through the API server's service proxy."""
-    answer = cluster.core().connect_get_namespaced_service_proxy_with_path(
-        "prometheus:http", namespace, "api/v1/query", path2="api/v1/query", query=query)
-    document = json.loads(answer.replace("'", '"')) if isinstance(answer, str) else answer
+    host = cluster.api_client.configuration.host
+    answer = cluster.api_client.call_api(
+        "GET", f"{host}/api/v1/namespaces/{namespace}/services/prometheus:http/proxy/api/v1/"
+        f"query?{urlencode({'query': query})}")
+    answer.read()
+    document = json.loads(answer.data)
     assert document["status"] == "success", document
     return document["data"]["result"]  # type: ignore[no-any-return]
 
