@@ -1,11 +1,15 @@
-"""The smoke suite's Kubernetes-API checks proven on the local control plane: the local stack
-deployed by `pulumi up` (the Automation API, the pinned CLI and provider), the plan written by
+"""The smoke suite proven on the local cluster's real node: the local stack deployed by
+`pulumi up` (the Automation API, the pinned CLI and providers), the plan written by
 `scripts/smoke`'s writer, then broken one way at a time by hand; each break must turn exactly
-its checks red, and undoing it makes them pass again. (kwok pods cannot be exec'd into: the
-in-pod checks are proven on loopback daemons in tests/test_smoke_suite.py.)"""
+its checks red, and undoing it makes them pass again. The Kubernetes-API checks are broken
+one way at a time with `--api-only`; the full suite (in-pod checks through testinfra's
+`kubectl://` backend, the protocols through the node's addresses) runs with every check
+passing, none skipped, and then with a wrong config file in an OpenSIPS pod, the MI silent, and
+HAProxy without backends."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import subprocess
 import time
@@ -42,12 +46,19 @@ def live_stack(control_plane: Path, engine: Engine
         stack.destroy(on_output=lambda _: None)
 
 
-def run_smoke(kubeconfig: Path, out: Path) -> dict[str, str]:
-    """`scripts/smoke local --api-only`, as the platform team runs it; outcome per test."""
+def run_smoke(kubeconfig: Path, out: Path, options: list[str] | None = None,
+              password: str = "") -> dict[str, str]:
+    """`scripts/smoke local` as the platform team runs it (`--api-only` unless `options` give
+    the addresses); outcome per test."""
+    kubectl_folder = subprocess.run([REPO / "scripts" / "control-plane", "bin"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
     answer = subprocess.run(
-        [REPO / "scripts" / "smoke", STACK, "--kubeconfig", str(kubeconfig), "--api-only"],
-        env={"SMOKE_OUT": str(out), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
-        timeout=180)
+        [REPO / "scripts" / "smoke", STACK, "--kubeconfig", str(kubeconfig),
+         *(options if options is not None else ["--api-only"])],
+        # testinfra's kubectl:// hosts run the pinned kubectl.
+        env={"SMOKE_OUT": str(out), "PATH": f"{kubectl_folder}:/usr/bin:/bin",
+             "SMOKE_DB_PASSWORD": password},
+        capture_output=True, text=True, timeout=300)
     report = out / f"{STACK}-junit.xml"
     assert report.exists(), answer.stderr
     outcomes = {}
@@ -178,6 +189,191 @@ def test_api_checks_tell_healthy_from_broken(live_stack: tuple[Cluster, Renderin
     assert not failed(run_smoke(kubeconfig, tmp_path / "restored"))
 
 
+NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
+STOPPED_PIDS = "ps -eo pid=,stat= | awk '$2 ~ /^T/ {print $1}'"
+
+
+def full_smoke_options(cluster: Cluster, rendering: Rendering) -> list[str]:
+    """The addresses `scripts/smoke` needs for the full suite, as this host reaches them: pod
+    addresses on the node's bridge, ClusterIPs through kube-proxy, NodePorts on the node."""
+    core, namespace = cluster.core(), rendering.config.namespace
+
+    def pod_addresses(selector: str) -> list[str]:
+        return sorted(p.status.pod_ip for p in core.list_namespaced_pod(
+            namespace, label_selector=selector).items if p.status.phase == "Running")
+
+    def cluster_ip(service: str) -> str:
+        return str(core.read_namespaced_service(service, namespace).spec.cluster_ip)
+
+    def node_port(service: str, name: str) -> int:
+        ports = core.read_namespaced_service(service, namespace).spec.ports
+        return next(p.node_port for p in ports if p.name == name)
+
+    haproxy = pod_addresses("app.kubernetes.io/name=haproxy")[0]
+    options = [
+        "--stats-url", f"http://{haproxy}:{rendering.config.haproxy.ports.stats}/stats;csv",
+        "--dragonfly", f"{cluster_ip('dragonfly')}:{rendering.config.dragonfly.port}",
+        "--database", f"{cluster_ip('yb-tserver')}:{rendering.config.yugabyte.ysql_port}",
+        "--sip-tcp", f"{NODE_ADDRESS}:{node_port('haproxy-sip', 'sip-tcp')}",
+        "--sip-udp", f"{NODE_ADDRESS}:{node_port('opensips-sip-udp', 'sip-udp')}",
+    ]
+    for engine in pod_addresses("app.kubernetes.io/name in (acm-engine,acm-engine-backup)"):
+        options += ["--engine-health",
+                    f"http://{engine}:{rendering.config.acm_engine.http_port}/health"]
+    return options
+
+
+def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
+        live_stack: tuple[Cluster, Rendering, Path], tmp_path: Path) -> None:
+    from kubernetes.stream import stream
+
+    cluster, rendering, kubeconfig = live_stack
+    namespace, core = rendering.config.namespace, cluster.core()
+    # The operator's way to the password: the Secret the stack made (the rendering holds
+    # placeholders only).
+    secret = core.read_namespaced_secret("acm-database", namespace)
+    password = base64.b64decode(secret.data["password"]).decode()
+
+    def smoke(name: str) -> dict[str, str]:
+        return run_smoke(kubeconfig, tmp_path / name, full_smoke_options(cluster, rendering),
+                         password)
+
+    healthy = smoke("healthy")
+    assert not failed(healthy), failed(healthy)
+    skipped = {name for name, outcome in healthy.items() if outcome == "skipped"}
+    assert not skipped, skipped
+    in_pod = {"test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets",
+              "test_opensips_runs_and_listens_on_its_sip_sockets", "test_opensips_mi_answers",
+              "test_compliance_secrets_are_mounted_restrictively",
+              "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
+              "test_sip_options_over_the_udp_service", "test_dragonfly_answers_ping",
+              "test_database_accepts_a_connection", "test_acm_engines_report_healthy"}
+    assert in_pod <= {name for name, outcome in healthy.items() if outcome == "passed"}
+    config_checks = {name for name in healthy if name.startswith("test_config_file_is_the")}
+    assert any("opensips" in name for name in config_checks), config_checks
+
+    def in_pod(pod: str, command: str) -> str:
+        return str(stream(core.connect_get_namespaced_pod_exec, pod, namespace,
+                          command=["sh", "-c", command], container="opensips", stderr=True,
+                          stdin=False, stdout=True, tty=False))
+
+    # A wrong config file: the Deployment edited by hand to mount a copy of its ConfigMap
+    # with one line added (the rendered ConfigMaps are immutable). OpenSIPS runs happily on
+    # it; only the check that compares the file with the rendered one sees the difference.
+    cfg = next(n for n in config_checks if n.endswith("/etc/opensips/opensips.cfg]"))
+    apps = cluster.apps()
+    deployment = apps.read_namespaced_deployment("opensips", namespace)
+    volumes = deployment.spec.template.spec.volumes
+    index = next(i for i, v in enumerate(volumes) if v.name == "config")
+    rendered_name = volumes[index].config_map.name
+    rendered = core.read_namespaced_config_map(rendered_name, namespace)
+    core.create_namespaced_config_map(namespace, kube_client.V1ConfigMap(
+        metadata=kube_client.V1ObjectMeta(name="opensips-config-by-hand"),
+        data={**rendered.data,
+              "opensips.cfg": rendered.data["opensips.cfg"] + "# edited by hand\n"}))
+
+    def mount(name: str) -> None:
+        apps.patch_namespaced_deployment("opensips", namespace, [{
+            "op": "replace", "path": f"/spec/template/spec/volumes/{index}/configMap/name",
+            "value": name}])
+        wait_for(lambda: _rolled_out(cluster, rendering), timeout=240)
+
+    mount("opensips-config-by-hand")
+    try:
+        assert failed(smoke("config")) == {cfg}
+    finally:
+        mount(rendered_name)
+        core.delete_namespaced_config_map("opensips-config-by-hand", namespace)
+    opensips = sorted(p.metadata.name for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=opensips").items
+        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None)[0]
+
+    # The MI silent: every OpenSIPS process of the pod the writer picks (the first by name)
+    # stopped with SIGSTOP. The processes stay and the kernel keeps their sockets listening,
+    # so what needs no answer passes; what needs one from this pod fails.
+    in_pod(opensips, "kill -STOP -1; kill -STOP 1")
+    try:
+        broken = failed(smoke("mi"))
+    finally:
+        # Every stopped process by its pid, until none is left stopped (a single `kill -CONT
+        # -1` once left the workers stopped while the main process ran on).
+        wait_for(lambda: not in_pod(opensips, STOPPED_PIDS + " | xargs -r kill -CONT; "
+                                    + STOPPED_PIDS).strip(), timeout=30)
+    assert "test_opensips_mi_answers" in broken, broken
+    assert broken <= {"test_opensips_mi_answers", "test_sip_options_over_the_udp_service",
+                      "test_sip_options_through_haproxy_tcp",
+                      "test_haproxy_sees_opensips_backends_up"}, broken
+    wait_for(lambda: not failed(smoke("mi-back")), timeout=120)
+
+    # HAProxy without backends: OpenSIPS scaled to zero (an HPA leaves a Deployment at zero
+    # replicas alone until it is scaled up again).
+    apps.patch_namespaced_deployment_scale("opensips", namespace, {"spec": {"replicas": 0}})
+    wait_for(lambda: not [p for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=opensips").items], timeout=120)
+    try:
+        broken = failed(smoke("no-backends"))
+        assert {"test_haproxy_sees_opensips_backends_up",
+                "test_sip_options_through_haproxy_tcp"} <= broken, broken
+        # Everything else that turns red is OpenSIPS itself being gone (its pods, files,
+        # sockets, Service endpoints, its HPA below the floor); nothing unrelated.
+        assert all("opensips" in name or "sip_options" in name
+                   or name == "test_autoscalers_as_configured" for name in broken), broken
+    finally:
+        apps.patch_namespaced_deployment_scale(
+            "opensips", namespace,
+            {"spec": {"replicas": rendering.config.opensips.autoscaling.min_replicas}})
+        wait_for(lambda: _opensips_ready(cluster, rendering), timeout=180)
+
+
+def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
+        live_stack: tuple[Cluster, Rendering, Path], tmp_path: Path) -> None:
+    """The daily report's CronJob template run now (as `kubectl create job --from` does): the
+    real job image, built in this run, against the PostgreSQL stand-in, in dry run."""
+    cluster, rendering, kubeconfig = live_stack
+    namespace, batch, core = rendering.config.namespace, cluster.batch(), cluster.core()
+    cron_job = batch.read_namespaced_cron_job("ncc-report-daily", namespace)
+    job = kube_client.V1Job(
+        metadata=kube_client.V1ObjectMeta(
+            name="ncc-report-daily-now", namespace=namespace,
+            annotations={"cronjob.kubernetes.io/instantiate": "manual"},
+            owner_references=[kube_client.V1OwnerReference(
+                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
+                uid=cron_job.metadata.uid, controller=True)]),
+        spec=cron_job.spec.job_template.spec)
+    batch.create_namespaced_job(namespace, job)
+
+    def finished() -> bool:
+        conditions = batch.read_namespaced_job("ncc-report-daily-now", namespace).status
+        return any(c.status == "True" and c.type in ("Complete", "Failed")
+                   for c in conditions.conditions or [])
+
+    wait_for(finished, timeout=240)
+    pod = core.list_namespaced_pod(namespace,
+                                   label_selector="job-name=ncc-report-daily-now").items[0]
+    log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    conditions = batch.read_namespaced_job("ncc-report-daily-now", namespace).status.conditions
+    assert any(c.type == "Complete" and c.status == "True" for c in conditions), log
+    assert pod.spec.node_name == "localhost"
+    assert pod.status.container_statuses[0].image.startswith("127.0.0.1:5000/acm/ncc-compliance:")
+    assert pod.status.container_statuses[0].state.terminated.exit_code == 0, log
+    assert "dry run" in log.lower(), log
+    outcomes = run_smoke(kubeconfig, tmp_path / "after-run")
+    assert outcomes[
+        "test_cron_job_is_scheduled_and_its_last_run_succeeded[ncc-report-daily]"] == "passed"
+    assert not failed(outcomes), failed(outcomes)
+
+
+def _rolled_out(cluster: Cluster, rendering: Rendering) -> bool:
+    namespace = rendering.config.namespace
+    live = cluster.apps().read_namespaced_deployment("opensips", namespace)
+    status = live.status
+    pods = cluster.core().list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=opensips").items
+    return ((status.observed_generation or 0) >= live.metadata.generation
+            and status.updated_replicas == status.replicas == status.available_replicas
+            and len(pods) == status.replicas)
+
+
 def _opensips_ready(cluster: Cluster, rendering: Rendering) -> bool:
     namespace = rendering.config.namespace
     status = cluster.apps().read_namespaced_deployment("opensips", namespace).status
@@ -189,7 +385,7 @@ def test_the_writer_names_a_pod_per_role_for_in_pod_checks(
         live_stack: tuple[Cluster, Rendering, Path]) -> None:
     from tests.smoke.write_plan import write_plan
 
-    _, rendering, kubeconfig = live_stack
+    cluster, rendering, kubeconfig = live_stack
     addresses: dict[str, str | None] = dict.fromkeys(
         ("stats_url", "dragonfly", "database", "sip_tcp", "sip_udp"))
     plan = write_plan(STACK, str(kubeconfig), None, {**addresses, "stats_url": "http://x"})
@@ -203,5 +399,9 @@ def test_the_writer_names_a_pod_per_role_for_in_pod_checks(
     assert "container=dispatcher-sync" in hosts["opensips-mi"]
     assert plan["opensips"]["mi_url"].startswith("http://127.0.0.1:")
     assert "container=opensips" in hosts["opensips"]
+    # On the checked pod's own address: OpenSIPS binds each interface, never 0.0.0.0.
+    pod = hosts["opensips"].split("//", 1)[1].split("?", 1)[0]
+    address = cluster.core().read_namespaced_pod(pod, rendering.config.namespace).status.pod_ip
     assert plan["opensips"]["listen"] == [
-        "udp://5060", "tcp://5060", "tcp://5061", "tcp://5070", "tcp://5071"]
+        f"{spec[:6]}{address}:{spec[6:]}" for spec in
+        ("udp://5060", "tcp://5060", "tcp://5061", "tcp://5070", "tcp://5071")]

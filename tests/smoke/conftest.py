@@ -25,6 +25,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         workloads = cluster.workloads if cluster else []
         metafunc.parametrize("workload", workloads,
                              ids=[f"{w.kind.lower()}/{w.name}" for w in workloads])
+    if "configured_workload" in metafunc.fixturenames:
+        # Only workloads that mount a rendered config: the others have nothing to compare.
+        configured = [w for w in (cluster.workloads if cluster else [])
+                      if w.config_hash is not None]
+        metafunc.parametrize("configured_workload", configured,
+                             ids=[f"{w.kind.lower()}/{w.name}" for w in configured])
     if "service" in metafunc.fixturenames:
         services = cluster.services if cluster else []
         metafunc.parametrize("service", services, ids=services)

@@ -93,7 +93,9 @@ def test_compliance_secrets_are_mounted_restrictively(plan: SmokePlan,
 
 def options_request(transport: str, local: tuple[str, int]) -> bytes:
     branch = f"z9hG4bK-smoke-{os.getpid()}-{time.monotonic_ns()}"
-    return (f"OPTIONS sip:ping@acm.invalid SIP/2.0\r\n"
+    # No user part: OpenSIPS answers keepalive OPTIONS (to itself) with 200 and any other
+    # non-INVITE with 405 (a stand-in that answered both with 200 hid this until real pods).
+    return (f"OPTIONS sip:acm.invalid SIP/2.0\r\n"
             f"Via: SIP/2.0/{transport} {local[0]}:{local[1]};branch={branch}\r\n"
             "Max-Forwards: 70\r\n"
             "From: <sip:smoke@acm.invalid>;tag=smoke\r\n"

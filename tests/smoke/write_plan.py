@@ -145,8 +145,9 @@ def compliance_section(rendering: Rendering) -> tuple[str, dict[str, Any]] | Non
 
 
 def pod_hosts(rendering: Rendering, roles: set[str], kubeconfig: str | None,
-              context: str | None) -> dict[str, str]:
-    """A running pod for each `workload/container` role, as a testinfra kubectl host spec."""
+              context: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """A running pod for each `workload/container` role, as a testinfra kubectl host spec;
+    and each chosen pod's address, by role."""
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
 
@@ -155,7 +156,7 @@ def pod_hosts(rendering: Rendering, roles: set[str], kubeconfig: str | None,
     namespace = rendering.config.namespace
     selectors = {m["metadata"]["name"]: m["spec"]["selector"]["matchLabels"]
                  for m in rendering.objects("Deployment") + rendering.objects("StatefulSet")}
-    hosts = {}
+    hosts, addresses = {}, {}
     for role in sorted(roles):
         workload, container = role.split("/", 1)
         selector = ",".join(f"{k}={v}" for k, v in sorted(selectors[workload].items()))
@@ -163,14 +164,16 @@ def pod_hosts(rendering: Rendering, roles: set[str], kubeconfig: str | None,
                 if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
         if not pods:
             continue  # the checks for this role then fail with "the plan names no host"
-        pod = sorted(pods, key=lambda p: p.metadata.name)[0].metadata.name
+        chosen = sorted(pods, key=lambda p: p.metadata.name)[0]
+        pod = chosen.metadata.name
+        addresses[role] = chosen.status.pod_ip
         spec = f"kubectl://{pod}?namespace={namespace}&container={container}"
         if kubeconfig:
             spec += f"&kubeconfig={kubeconfig}"
         if context:
             spec += f"&context={context}"
         hosts[role] = spec
-    return hosts
+    return hosts, addresses
 
 
 def write_plan(stack: str, kubeconfig: str | None, context: str | None,
@@ -216,7 +219,13 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
     if addresses["database"]:
         plan["database"] = {"address": addresses["database"], "dbname": "yugabyte",
                             "user": "acm", "password_env": "SMOKE_DB_PASSWORD"}
-    hosts = pod_hosts(rendering, roles, kubeconfig, context)
+    hosts, pod_addresses = pod_hosts(rendering, roles, kubeconfig, context)
+    # OpenSIPS expands a wildcard socket into one listener per interface address (it never
+    # binds 0.0.0.0): its sockets are checked on the address of the pod checked.
+    opensips_address = pod_addresses.get("opensips/opensips")
+    if "opensips" in plan and opensips_address:
+        plan["opensips"]["listen"] = [spec.replace("://", f"://{opensips_address}:", 1)
+                                      for spec in plan["opensips"]["listen"]]
     # The host-level checks name their roles by part; map them onto the pods found.
     for alias, prefix in (("haproxy", "haproxy/"), ("opensips-mi", sidecar or ""),
                           ("opensips", "opensips/opensips"),
