@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -315,8 +316,9 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
         assert {"test_haproxy_sees_opensips_backends_up",
                 "test_sip_options_through_haproxy_tcp"} <= broken, broken
         # Everything else that turns red is OpenSIPS itself being gone (its pods, files,
-        # sockets, Service endpoints, its HPA below the floor); nothing unrelated.
-        assert all("opensips" in name or "sip_options" in name
+        # sockets, Service endpoints, its HPA below the floor) and HAProxy reporting itself
+        # unready without a backend (its workload and Service endpoints); nothing unrelated.
+        assert all("opensips" in name or "haproxy" in name or "sip_options" in name
                    or name == "test_autoscalers_as_configured" for name in broken), broken
     finally:
         apps.patch_namespaced_deployment_scale(
@@ -356,7 +358,9 @@ def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
     assert pod.spec.node_name == "localhost"
     assert pod.status.container_statuses[0].image.startswith("127.0.0.1:5000/acm/ncc-compliance:")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0, log
-    assert "dry run" in log.lower(), log
+    # The period that ended yesterday (Lagos), generated; in dry run nothing is sent.
+    assert re.search(r"^daily \d{4}-\d{2}-\d{2}: generated$", log, re.M), log
+    assert "submitted" not in log and "uploaded" not in log, log
     outcomes = run_smoke(kubeconfig, tmp_path / "after-run")
     assert outcomes[
         "test_cron_job_is_scheduled_and_its_last_run_succeeded[ncc-report-daily]"] == "passed"
