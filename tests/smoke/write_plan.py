@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an ACM engine's /health URL (repeat per engine)")
     parser.add_argument("--api-only", action="store_true",
                         help="only the Kubernetes-API checks (for clusters whose pods cannot "
-                             "be exec'd into, such as the kwok-based local control plane)")
+                             "be exec'd into, or a review without the node's addresses)")
     for option in ("stats-url", "dragonfly", "database", "sip-tcp", "sip-udp"):
         parser.add_argument(f"--{option}")
     options = parser.parse_args(argv)
