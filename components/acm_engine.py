@@ -20,9 +20,10 @@ from components.base.settings import (
     require_disruption_below,
     require_distinct_ports,
     require_scalable,
+    require_stand_in_build,
 )
 from components.base.workload import DeploymentSpec, managed_deployment, service
-from components.stand_ins import SIP_STAND_IN_IMAGE, require_stand_in_build
+from components.stand_ins import SIP_STAND_IN_IMAGE
 
 # --- settings: acm-platform:acmEngine -----------------------------------------------------
 
@@ -48,7 +49,7 @@ class AcmEngineConfig(Model):
         require_scalable(self.resources, self.autoscaling)
         require_distinct_ports({"httpPort": self.http_port, "sipPort": self.sip_port})
         if self.stand_in:
-            require_stand_in_build(self.image_build)
+            require_stand_in_build(self.stand_in, self.image_build)
         return self
 
 

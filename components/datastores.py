@@ -19,6 +19,7 @@ from components.base.settings import (
     Resources,
     Storage,
     require_distinct_ports,
+    require_stand_in_build,
 )
 from components.base.stateful import StatefulTierSpec, quorum_disruption_budget, stateful_tier
 
@@ -39,12 +40,6 @@ POSTGRESQL_IMAGE = ImageRecipe("postgresql", "images/postgresql/Dockerfile",
                                ("images/postgresql", "jobs/sql/acm_source_v1.sql"))
 
 
-def require_buildable_stand_in(stand_in: str | None, image_build: ImageBuild | None) -> None:
-    if stand_in is not None and image_build is None:
-        raise ValueError(f"standIn {stand_in!r} needs imageBuild (a registry and a Debian base): "
-                         "the stand-in's image is built by the stack")
-
-
 class DragonflyConfig(Model):
     image: ImageRef
     resources: Resources
@@ -57,7 +52,7 @@ class DragonflyConfig(Model):
 
     @model_validator(mode="after")
     def _stand_in_built(self) -> Self:
-        require_buildable_stand_in(self.stand_in, self.image_build)
+        require_stand_in_build(self.stand_in, self.image_build)
         return self
 
 
@@ -80,7 +75,7 @@ class YugabyteConfig(Model):
 
     @model_validator(mode="after")
     def _enough_replicas(self) -> Self:
-        require_buildable_stand_in(self.stand_in, self.image_build)
+        require_stand_in_build(self.stand_in, self.image_build)
         if self.replication_factor % 2 == 0:
             raise ValueError(
                 f"replicationFactor {self.replication_factor} must be odd (Raft needs a majority)"
@@ -109,6 +104,11 @@ class ClickHouseConfig(Model):
 
 
 # --- the component ------------------------------------------------------------------------
+
+
+def clickhouse_host(namespace: str) -> str:
+    """ClickHouse's client Service name (known to its clients even where it is switched off)."""
+    return f"{kube.CLICKHOUSE.name}.{namespace}.svc.{CLUSTER_DOMAIN}"
 
 
 class StoreArgs(BaseModel):
@@ -204,7 +204,7 @@ class ClickHouse(pulumi.ComponentResource):
         )
         self.tier = stateful_tier(name, spec, self)
         self.service = _client_service(f"{name}-service", kube.CLICKHOUSE, args, ports, self)
-        self.host = f"{kube.CLICKHOUSE.name}.{args.namespace}.svc.{CLUSTER_DOMAIN}"
+        self.host = clickhouse_host(args.namespace)
         self.http_port = settings.http_port
         self.register_outputs({"host": self.host, "httpPort": self.http_port})
 

@@ -20,12 +20,6 @@ SIP_STAND_IN_IMAGE = ImageRecipe(
 STAND_IN_HTTP_PORT = 8080
 
 
-def require_stand_in_build(image_build: ImageBuild | None) -> None:
-    if image_build is None:
-        raise ValueError("standIn needs imageBuild (a registry and a Debian base): the "
-                         "stand-in's image is built by the stack")
-
-
 # --- settings: acm-platform:mediaGatewayStandIn -------------------------------------------
 
 

@@ -30,6 +30,7 @@ from components.datastores import (
     DragonflyArgs,
     YugabyteArgs,
     YugabyteDb,
+    clickhouse_host,
 )
 from components.foundation import FoundationArgs, PlatformFoundation
 from components.haproxy import HaproxyArgs, HaproxyTier
@@ -244,8 +245,7 @@ def service_accounts(config: StackConfig) -> list[kube.Part]:
 
 
 def clickhouse_url(config: StackConfig) -> str:
-    host = f"{kube.CLICKHOUSE.name}.{config.namespace}.svc.cluster.local"
-    return f"http://{host}:{config.clickhouse.http_port}"
+    return f"http://{clickhouse_host(config.namespace)}:{config.clickhouse.http_port}"
 
 
 def scrape_targets(

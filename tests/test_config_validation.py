@@ -144,6 +144,15 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      "required key is missing"),
     ("prod", SET, "opensips.loadShedding.retryAfterSeconds", 600,
      "opensips.loadShedding.retryAfterSeconds", "less than or equal to 60"),
+    # Stand-ins belong to the local stack; there they need the stack to build their image.
+    ("dev", SET, "mediaGatewayStandIn", {"imageBuild": {"registry": "registry.acm.internal/acm"}},
+     "", "mediaGatewayStandIn: stand-ins are for the local stack only; environment 'dev'"),
+    ("prod", SET, "acmEngine.standIn", True, "acm-platform:acmEngine",
+     "standIn needs imageBuild"),
+    ("local", DELETE, "yugabyte.imageBuild", None, "acm-platform:yugabyte",
+     "standIn 'postgresql' needs imageBuild"),
+    ("local", DELETE, "acmEngine.imageBuild", None, "acm-platform:acmEngine",
+     "standIn needs imageBuild"),
 ]
 
 

@@ -319,6 +319,14 @@ class ImageBuild(Model):
     extra_ca_certificates: str | None = None
 
 
+def require_stand_in_build(stand_in: str | bool | None, image_build: ImageBuild | None) -> None:
+    """A part that runs a stand-in needs imageBuild: the stand-in's image is built here."""
+    if stand_in and image_build is None:
+        named = "standIn" if stand_in is True else f"standIn {stand_in!r}"
+        raise ValueError(f"{named} needs imageBuild (a registry and a Debian base): the "
+                         "stand-in's image is built by the stack")
+
+
 class Features(Model):
     sip_tls: bool = True
     sip_udp_load_balancer: bool = True

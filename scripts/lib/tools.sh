@@ -29,6 +29,17 @@ make_scratch_dir() {
   printf -v "$1" '%s' "$dir"
 }
 
+# remove_cgroups NAME: the cgroup folder NAME a daemon made in every hierarchy (the kubelet's
+# kubepods, dockerd's docker), deepest first: a cgroup folder goes only with rmdir, and only
+# when empty.
+remove_cgroups() {
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do
+    [[ -d $hierarchy$1 ]] || continue
+    find "$hierarchy$1" -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
+}
+
 go_environment() {
   # Where Go's own installer puts it, for shells that did not read a profile (CI's).
   command -v go >/dev/null || [[ ! -x /usr/local/go/bin/go ]] || export PATH=/usr/local/go/bin:$PATH
