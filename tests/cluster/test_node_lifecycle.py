@@ -77,3 +77,34 @@ def test_stop_leaves_the_host_as_start_found_it_and_start_works_again(
     finally:
         run("start")
     assert "Ready" in kubectl("get", "node", "localhost", "--no-headers")
+
+
+def test_start_clears_what_an_interrupted_run_left_on_the_host(control_plane: Path) -> None:
+    """A machine restarted under a running node keeps its bridge, rules and namespaces while the
+    checkout's state (or the checkout itself) is gone: start takes them away instead of failing
+    on "RTNETLINK answers: File exists", as a CI run once did."""
+    run("stop")
+    found = snapshot()
+    leftovers = [
+        ["ip", "link", "add", "acm0", "type", "bridge"],
+        ["ip", "addr", "add", "10.203.0.1/24", "dev", "acm0"],
+        ["iptables", "-I", "FORWARD", "1", "-i", "acm0", "!", "-o", "acm0",
+         "-m", "comment", "--comment", "acm-pod-guard", "-j", "DROP"],
+        ["iptables", "-t", "nat", "-N", "KUBE-LEFTOVER"],
+        # A pod's namespace the way CNI makes one (`ip netns add` would also mount /run/netns).
+        ["mkdir", "-p", "/run/netns"],
+        ["touch", "/run/netns/cni-leftover"],
+        ["unshare", "--net=/run/netns/cni-leftover", "true"],
+    ]
+    try:
+        for command in leftovers:
+            subprocess.run(command, check=True)
+        assert "acm0" in snapshot() and "cni-leftover" in snapshot()
+        started = subprocess.run([CONTROL_PLANE, "start"], capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr
+        assert "removing what an interrupted node left" in started.stderr
+        assert "Ready" in kubectl("get", "node", "localhost", "--no-headers")
+        run("stop")
+        assert snapshot() == found
+    finally:
+        run("start")
