@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Self
 
 import pulumi
+import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
@@ -26,6 +27,12 @@ from components.opensips.settings import OpenSipsPorts
 
 CONFIG_DIR = "/usr/local/etc/haproxy"
 RUN_DIR = "/var/run/haproxy"
+# Basic auth of the stats and metrics frontends: a userlist in a Secret, mounted next to
+# haproxy.cfg and loaded as a second config file, so the cfg text never holds the password.
+CONTROL_SECRET = "haproxy-control"
+CONTROL_USER = "acm-control"
+CONTROL_USERLIST = "control_users"
+USERLIST_FILE = "userlist.cfg"
 # The health check HAProxy sends to each OpenSIPS: a SIP OPTIONS that OpenSIPS answers 200.
 OPTIONS_PROBE = (
     "OPTIONS sip:opensips SIP/2.0\\r\\n"
@@ -122,6 +129,13 @@ class HaproxyArgs(BaseModel):
     opensips_ports: OpenSipsPorts
     opensips_max_replicas: int
     sip_peer_cidrs: list[str]
+    control_password: str
+
+
+def control_userlist(password: str) -> str:
+    """The second config file: the control account (the Secret's content)."""
+    return render("haproxy-userlist.cfg.j2", userlist=CONTROL_USERLIST, username=CONTROL_USER,
+                  password=password)
 
 
 def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
@@ -154,6 +168,8 @@ def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
         "check_rise": check.rise,
         "check_fall": check.fall,
         "options_probe": OPTIONS_PROBE,
+        "control_userlist": CONTROL_USERLIST,
+        "control_realm": "ACM HAProxy",
     }
 
 
@@ -171,6 +187,18 @@ class HaproxyTier(pulumi.ComponentResource):
             {"haproxy.cfg": render("haproxy.cfg.j2", **haproxy_values(args))},
             pulumi.ResourceOptions(parent=self),
         )
+        self.control_account = kube.BasicAuth(CONTROL_USER, CONTROL_SECRET)
+        self.control_secret = k8s.core.v1.Secret(
+            f"{name}-control",
+            metadata=kube.metadata(CONTROL_SECRET, args.namespace,
+                                   {**part.labels(args.instance),
+                                    kube.RENDERED_CONFIG_LABEL: "true"}),
+            type="Opaque",
+            string_data={USERLIST_FILE: pulumi.Output.secret(
+                             control_userlist(args.control_password)),
+                         "password": pulumi.Output.secret(args.control_password)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         container_ports = [
             {"name": "sip-tcp", "container_port": ports.sip_tcp, "protocol": "TCP"},
             {"name": "management", "container_port": ports.management, "protocol": "TCP"},
@@ -186,7 +214,8 @@ class HaproxyTier(pulumi.ComponentResource):
             "name": "haproxy",
             "image": part_image(f"{name}-image", HAPROXY_IMAGE, settings.image,
                                 settings.image_build, self),
-            "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"],
+            "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/{USERLIST_FILE}",
+                        "-f", f"{CONFIG_DIR}/haproxy.cfg"],
             "ports": container_ports,
             "resources": kube.resources(settings.resources),
             "security_context": kube.container_security(),
@@ -203,13 +232,18 @@ class HaproxyTier(pulumi.ComponentResource):
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
             replicas=settings.replicas, disruption=settings.pdb,
             volumes=[
-                {"name": "config", "config_map": {"name": self.config.name}},
+                {"name": "config", "projected": {"default_mode": 0o440, "sources": [
+                    {"config_map": {"name": self.config.name}},
+                    {"secret": {"name": CONTROL_SECRET, "items": [
+                        {"key": USERLIST_FILE, "path": USERLIST_FILE}]}},
+                ]}},
                 {"name": "run", "empty_dir": {"medium": "Memory", "size_limit": "8Mi"}},
             ],
             config_hash=self.config.hash,
         )
         self.workload = managed_deployment(name, spec, self,
-                                             depends_on=[self.config.config_map])
+                                             depends_on=[self.config.config_map,
+                                                         self.control_secret])
         sip_ports = [{"name": "sip-tcp", "port": ports.sip_tcp, "target_port": "sip-tcp",
                       "protocol": "TCP"}]
         if args.features.sip_tls:

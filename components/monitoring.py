@@ -88,6 +88,14 @@ class ScrapeTarget:
     domain: str
     port: int
     path: str = "/metrics"
+    basic_auth: kube.BasicAuth | None = None
+
+
+CREDENTIALS_DIR = "/etc/prometheus/credentials"
+
+
+def credential_file(auth: kube.BasicAuth) -> str:
+    return f"{auth.secret}-{auth.key}"
 
 
 class MonitoringArgs(BaseModel):
@@ -108,7 +116,10 @@ class MonitoringArgs(BaseModel):
 def rendered_monitoring_files(args: MonitoringArgs) -> tuple[dict[str, str], dict[str, str]]:
     prometheus = args.settings.prometheus
     scrape_jobs = [
-        {"name": t.name, "domain": t.domain, "port": t.port, "path": t.path}
+        {"name": t.name, "domain": t.domain, "port": t.port, "path": t.path,
+         "basic_auth": None if t.basic_auth is None else {
+             "username": t.basic_auth.username,
+             "password_file": f"{CREDENTIALS_DIR}/{credential_file(t.basic_auth)}"}}
         for t in args.scrape_targets
     ]
     prometheus_files = {
@@ -182,6 +193,9 @@ class Monitoring(pulumi.ComponentResource):
             zone_topology_key=args.zone_topology_key,
             config_volume=("config", self.prometheus_config.name, "/etc/prometheus"),
             extra_annotations={kube.CONFIG_HASH_ANNOTATION: self.prometheus_config.hash},
+            credential_files=(CREDENTIALS_DIR, sorted(
+                {(t.basic_auth.secret, t.basic_auth.key, credential_file(t.basic_auth))
+                 for t in args.scrape_targets if t.basic_auth is not None})),
         )
         self.prometheus = stateful_tier(f"{name}-prometheus", prometheus_spec, self)
         service(f"{name}-prometheus-service", kube.PROMETHEUS.name, kube.PROMETHEUS,

@@ -72,6 +72,10 @@ class SecretSettings(Model):
     ncc_atrs_client_secret: str
     ncc_sftp_private_key: str
     ncc_sftp_known_hosts: str
+    # Basic-auth passwords of the control and metrics endpoints: OpenSIPS's httpd (MI and
+    # metrics) and HAProxy's stats, metrics and management frontends.
+    opensips_control_password: str
+    haproxy_control_password: str
 
 
 SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)

@@ -190,7 +190,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             sidecar_image=config.opensips.dispatcher_sync_image,
             sip_peer_cidrs=config.network.sip_peer_cidrs,
             tls_certificate=config.secrets.sip_tls_certificate,
-            tls_private_key=config.secrets.sip_tls_private_key, **sip_path,
+            tls_private_key=config.secrets.sip_tls_private_key,
+            control_password=config.secrets.opensips_control_password, **sip_path,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *gateways]),
     )
@@ -201,7 +202,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             opensips_headless_domain=opensips.headless_domain,
             opensips_ports=config.opensips.ports,
             opensips_max_replicas=config.opensips.autoscaling.max_replicas,
-            sip_peer_cidrs=config.network.sip_peer_cidrs, **sip_path,
+            sip_peer_cidrs=config.network.sip_peer_cidrs,
+            control_password=config.secrets.haproxy_control_password, **sip_path,
         ),
         opts=in_namespace,
     )
@@ -227,7 +229,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             environment=config.environment, settings=config.monitoring,
             grafana_enabled=config.features.grafana,
             grafana_admin_password=config.secrets.grafana_admin_password,
-            scrape_targets=scrape_targets(config, opensips, acm_engine, compliance),
+            scrape_targets=scrape_targets(config, opensips, haproxy, acm_engine, compliance),
             **backing,
         ),
         opts=in_namespace,
@@ -249,13 +251,15 @@ def clickhouse_url(config: StackConfig) -> str:
 
 
 def scrape_targets(
-    config: StackConfig, opensips: OpenSipsCluster, acm_engine: AcmEngine,
+    config: StackConfig, opensips: OpenSipsCluster, haproxy: HaproxyTier, acm_engine: AcmEngine,
     compliance: ComplianceJobs | None,
 ) -> list[ScrapeTarget]:
     suffix = f"{config.namespace}.svc.cluster.local"
     targets = [
-        ScrapeTarget("opensips", opensips.headless_domain, config.opensips.ports.http),
-        ScrapeTarget("haproxy", f"haproxy-admin.{suffix}", config.haproxy.ports.metrics),
+        ScrapeTarget("opensips", opensips.headless_domain, config.opensips.ports.http,
+                     basic_auth=opensips.control_account),
+        ScrapeTarget("haproxy", f"haproxy-admin.{suffix}", config.haproxy.ports.metrics,
+                     basic_auth=haproxy.control_account),
         ScrapeTarget("acm-engine", acm_engine.sip_domain, config.acm_engine.http_port),
         ScrapeTarget("dragonfly", f"{kube.DRAGONFLY.name}-headless.{suffix}",
                      config.dragonfly.port),

@@ -59,11 +59,16 @@ class Rendering:
         raise KeyError(f"no {kind} named {name!r}")
 
     def rendered_files(self) -> dict[str, str]:
+        """Every rendered config file by name: ConfigMaps' data, and the credential files
+        of rendered Secrets (offline they hold `<secret acm-platform:KEY>` placeholders)."""
         files: dict[str, str] = {}
-        for config_map in self.objects("ConfigMap"):
-            if config_map["metadata"].get("labels", {}).get(RENDERED_CONFIG_LABEL) != "true":
+        for manifest in self.objects("ConfigMap") + self.objects("Secret"):
+            if manifest["metadata"].get("labels", {}).get(RENDERED_CONFIG_LABEL) != "true":
                 continue
-            for key, text in config_map.get("data", {}).items():
+            data = manifest.get("data") if manifest["kind"] == "ConfigMap" else {
+                key: text for key, text in manifest.get("stringData", {}).items()
+                if key.endswith(".cfg")}
+            for key, text in (data or {}).items():
                 if key in files and files[key] != text:
                     raise ValueError(f"two rendered ConfigMaps both hold a file named {key!r}")
                 files[key] = text

@@ -7,6 +7,7 @@ says what is wrong in words; none contains the value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -31,6 +32,12 @@ def _public_der(key: object) -> bytes:
     return der
 
 
+# A control password is printed into OpenSIPS's cfg (a quoted string) and HAProxy's userlist
+# (a bare word): no quotes, backslashes, spaces or '#' that either parser would read.
+CONTROL_PASSWORD = re.compile(r"[A-Za-z0-9._~+/=@%!^*,:-]{16,}")
+CONTROL_PASSWORD_KEYS = ("opensipsControlPassword", "haproxyControlPassword")
+
+
 def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
                     ) -> list[tuple[str, str]]:
     """(key, problem) for each secret setting whose content cannot be right."""
@@ -40,6 +47,12 @@ def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
         if not value.strip():
             problems.append((key, "is empty: set the real value with `pulumi config set "
                                   f"--secret acm-platform:{key}`"))
+    for key in CONTROL_PASSWORD_KEYS:
+        password = secrets.get(key, "")
+        if password.strip() and not CONTROL_PASSWORD.fullmatch(password):
+            problems.append((key, "must be at least 16 characters of letters, digits and "
+                                  "._~+/=@%!^*,:- only (no spaces, quotes, backslashes or '#': "
+                                  "it goes into OpenSIPS's and HAProxy's config files)"))
     certificate = secrets.get("sipTlsCertificate", "")
     key_text = secrets.get("sipTlsPrivateKey", "")
     parsed_certificate = None

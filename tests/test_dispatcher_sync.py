@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,7 +21,10 @@ def settings(tmp_path: Path, mi_url: str = "http://127.0.0.1:9/mi") -> dict[str,
     (static / "version").write_text("table_name(string) table_version(int)\ndispatcher:9\n")
     db = tmp_path / "db"
     db.mkdir()
-    return {"sets": [{"setid": 1, "domain": "engines"}, {"setid": 2, "domain": "backup"}],
+    password = tmp_path / "mi-password"
+    password.write_text("sidecar-test-password\n")
+    return {"mi_user": "acm-control", "mi_password_file": str(password),
+            "sets": [{"setid": 1, "domain": "engines"}, {"setid": 2, "domain": "backup"}],
             "port": 5060, "table_path": str(db / "dispatcher"), "static_tables_dir": str(static),
             "db_dir": str(db), "columns": DISPATCHER_COLUMNS, "mi_url": mi_url,
             "interval_seconds": 5}
@@ -57,10 +61,12 @@ def test_a_failed_lookup_keeps_the_known_engines(tmp_path: Path,
 def test_scaling_changes_the_table_and_reloads_over_mi(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
+    authorizations: list[str | None] = []
 
     class MiHandler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            authorizations.append(self.headers.get("Authorization"))
             body = b'{"jsonrpc": "2.0", "result": "OK", "id": 1}'
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -80,6 +86,9 @@ def test_scaling_changes_the_table_and_reloads_over_mi(tmp_path: Path,
         monkeypatch.setattr(dispatcher_sync, "resolve", lambda domain, port: ["10.1.0.5"])
         assert dispatcher_sync.main(["--settings", str(config_file), "--once"]) == 0
         assert [call["method"] for call in calls] == ["ds_reload"]
+        # The httpd's account, the password read from its mounted file (newline stripped).
+        assert authorizations == [
+            "Basic " + base64.b64encode(b"acm-control:sidecar-test-password").decode()]
         assert (Path(config["db_dir"]) / "version").exists()
         assert dispatcher_sync.main(["--settings", str(config_file), "--check"]) == 0
     finally:

@@ -9,18 +9,27 @@ from pathlib import Path
 
 import pytest
 
+from components.haproxy import USERLIST_FILE, control_userlist
 from stacks.render import Rendering
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
+def config_files(config: str, directory: Path) -> list[str]:
+    """`-f` arguments as the pod gives them: the control userlist (here with a test password),
+    then haproxy.cfg."""
+    userlist = directory / USERLIST_FILE
+    userlist.write_text(control_userlist("haproxy-test-control-password"))
+    path = directory / "haproxy.cfg"
+    path.write_text(config)
+    return ["-f", str(userlist), "-f", str(path)]
+
+
 def haproxy_check(config: str, directory: Path) -> subprocess.CompletedProcess[str]:
     if not Path(HAPROXY).exists():
         pytest.fail("haproxy is not installed: run scripts/setup (Debian package haproxy)")
-    path = directory / "haproxy.cfg"
-    path.write_text(config)
-    return subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True,
-                          check=False, timeout=60)
+    return subprocess.run([HAPROXY, "-c", *config_files(config, directory)],
+                          capture_output=True, text=True, check=False, timeout=60)
 
 
 def test_every_stack_passes_haproxy_check(any_stack: Rendering, tmp_path: Path) -> None:
@@ -73,11 +82,9 @@ def _on_loopback(config: str) -> str:
 def _run_under_open_files_limit(config: str, limit: int, directory: Path
                                 ) -> subprocess.CompletedProcess[str] | None:
     """Start HAProxy under `prlimit --nofile=limit`; None if it was still up after 2 s."""
-    path = directory / "haproxy.cfg"
-    path.write_text(config)
-    process = subprocess.Popen(["prlimit", f"--nofile={limit}:{limit}", HAPROXY, "-db", "-f",
-                                str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(["prlimit", f"--nofile={limit}:{limit}", HAPROXY, "-db",
+                                *config_files(config, directory)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = process.communicate(timeout=2)
     except subprocess.TimeoutExpired:
@@ -96,3 +103,15 @@ def test_haproxy_starts_under_the_open_files_limit_the_stack_states(
     # Below what maxconn needs, HAProxy exits at start-up: what the validation prevents.
     ended = _run_under_open_files_limit(config, 2 * settings.max_connections - 1, tmp_path)
     assert ended is not None and "Cannot raise FD limit" in ended.stdout, ended
+
+
+def test_the_stats_and_metrics_frontends_need_the_userlist(prod: Rendering,
+                                                           tmp_path: Path) -> None:
+    """Without the Secret's userlist file HAProxy refuses the config: a pod whose Secret is
+    missing never starts with open stats and metrics pages."""
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(prod.rendered_files()["haproxy.cfg"])
+    alone = subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True,
+                           check=False, timeout=60)
+    assert alone.returncode != 0
+    assert "control_users" in alone.stdout + alone.stderr

@@ -46,6 +46,8 @@ def real_secrets() -> dict[str, str]:
         "sipTlsPrivateKey": issued.private_key_pem.bytes().decode(),
         "nccAtrsClientId": "acm-client", "nccAtrsClientSecret": "client-secret-value",
         "nccSftpPrivateKey": sftp_key, "nccSftpKnownHosts": HOST_KEY,
+        "opensipsControlPassword": "Vw3-opensips_control.Pass",
+        "haproxyControlPassword": "Kq8-haproxy_control.Pass",
     }
 
 
@@ -81,9 +83,13 @@ OTHER_CERTIFICATE, _ = self_signed(days=30)
     ({"nccSftpPrivateKey": "ssh-ed25519 AAAA a public key"}, "nccSftpPrivateKey",
      "is not an unencrypted OpenSSH or PEM private key"),
     ({"databasePassword": ""}, "databasePassword", "is empty"),
+    ({"opensipsControlPassword": "short-one"}, "opensipsControlPassword",
+     "at least 16 characters"),
+    ({"haproxyControlPassword": 'with "quotes" and spaces'}, "haproxyControlPassword",
+     "no spaces, quotes"),
 ], ids=["not a certificate", "expired", "key of another certificate", "broken key",
         "blank known_hosts", "known_hosts line", "no host key", "public sftp key",
-        "empty password"])
+        "empty password", "short control password", "control password HAProxy cannot read"])
 def test_a_secret_that_cannot_be_right_is_named_without_its_value(
         changes: dict[str, str], key: str, reason: str) -> None:
     with pytest.raises(StackConfigError) as caught:

@@ -6,6 +6,7 @@ passes; broken one way at a time, exactly the relevant checks fail."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -22,11 +23,16 @@ from pathlib import Path
 
 import pytest
 
+from components.haproxy import CONTROL_USER, USERLIST_FILE, control_userlist
 from tests.conftest import rendering_of
 from tests.jobs.servers import SUPERUSER_PASSWORD, free_port, postgres_server
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+# The control account of HAProxy (its userlist) and of OpenSIPS's MI (the stand-in's check).
+CONTROL_PASSWORD = "smoke-test-control-password"
+CONTROL_AUTHORIZATION = "Basic " + base64.b64encode(
+    f"{CONTROL_USER}:{CONTROL_PASSWORD}".encode()).decode()
 SECRETS = ["database-password", "atrs-client-id", "sftp-private-key"]
 
 
@@ -38,7 +44,7 @@ def serve_in_background(server: socketserver.BaseServer) -> int:
 
 class OpenSipsStandIn(socketserver.ThreadingTCPServer):
     """Answers HAProxy's checks as OpenSIPS would: SIP OPTIONS (after a PROXY header) with
-    200, and the management port's GET /metrics with 200."""
+    200, and the management port's GET /metrics, which carries no credentials, with 401."""
 
     allow_reuse_address = True
     daemon_threads = True
@@ -50,7 +56,8 @@ class OpenSipsStandIn(socketserver.ThreadingTCPServer):
                 if data.startswith(b"PROXY "):
                     data = data.split(b"\r\n", 1)[1] or self.request.recv(4096)
                 if data.startswith(b"GET "):
-                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    self.request.sendall(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
                 elif b"OPTIONS" in data:
                     self.request.sendall(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n")
 
@@ -109,6 +116,9 @@ class HttpStandIn(ThreadingHTTPServer):
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                if self.headers.get("Authorization") != CONTROL_AUTHORIZATION:
+                    self._answer(401, b"Unauthorized")
+                    return
                 call = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 body = json.dumps({"jsonrpc": "2.0", "id": call["id"],
                                    "result": {"Server": "OpenSIPS (4.0.1 (x86_64/linux))"}})
@@ -163,7 +173,10 @@ class Environment:
         config, self.ports = loopback_haproxy_config(rendered, self.stub.port, directory)
         self.haproxy_cfg = directory / "haproxy.cfg"
         self.haproxy_cfg.write_text(config)
-        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(self.haproxy_cfg)],
+        self.userlist = directory / USERLIST_FILE
+        self.userlist.write_text(control_userlist(CONTROL_PASSWORD))
+        self.haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(self.userlist),
+                                         "-f", str(self.haproxy_cfg)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.redis_port = free_port()
         self.redis = subprocess.Popen(
@@ -171,6 +184,8 @@ class Environment:
              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
         self.secrets = directory / "secrets"
         self.secrets.mkdir()
+        self.mi_password = directory / "mi-password"
+        self.mi_password.write_text(CONTROL_PASSWORD + "\n")
         for name in SECRETS:
             (self.secrets / name).write_text("value\n")
             (self.secrets / name).chmod(0o440)
@@ -181,6 +196,7 @@ class Environment:
             "hosts": {role: "local://"
                       for role in ("haproxy", "compliance", "opensips", "opensips-mi")},
             "opensips": {"mi_url": f"http://127.0.0.1:{self.mi.port}/mi",
+                         "mi_user": CONTROL_USER, "mi_password_file": str(self.mi_password),
                          "listen": [f"udp://127.0.0.1:{self.opensips_ports[0]}",
                                     f"tcp://127.0.0.1:{self.opensips_ports[1]}"]},
             "acm_engine_health_urls": [f"http://127.0.0.1:{self.engine.port}/health"],
@@ -188,6 +204,7 @@ class Environment:
                 "listen": [f"tcp://127.0.0.1:{self.ports[5060]}",
                            f"tcp://127.0.0.1:{self.ports[5061]}"],
                 "stats_csv_url": f"http://127.0.0.1:{self.ports[8404]}/stats;csv",
+                "stats_user": CONTROL_USER, "stats_password_env": "SMOKE_HAPROXY_PASSWORD",
                 "backends": ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"],
             },
             "front_door": {"sip_tcp_address": f"127.0.0.1:{self.ports[5060]}",
@@ -233,7 +250,8 @@ def run_suite(plan: Path, directory: Path) -> dict[str, str]:
     report = directory / f"junit-{time.monotonic_ns()}.xml"
     subprocess.run([sys.executable, "-m", "pytest", "tests/smoke", f"--smoke-plan={plan}",
                     f"--junitxml={report}", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
-                   env={**os.environ, "SMOKE_DB_PASSWORD": SUPERUSER_PASSWORD},
+                   env={**os.environ, "SMOKE_DB_PASSWORD": SUPERUSER_PASSWORD,
+                        "SMOKE_HAPROXY_PASSWORD": CONTROL_PASSWORD},
                    capture_output=True, text=True, timeout=120)
     outcomes = {}
     for case in ET.parse(report).getroot().iter("testcase"):
@@ -286,6 +304,11 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
         json.loads(plan.read_text())["opensips"]["mi_url"],
         f"http://127.0.0.1:{env.mi.port}/mi"))
 
+    # The MI's password wrong where the check reads it: OpenSIPS's httpd says 401.
+    env.mi_password.write_text("not-the-control-password\n")
+    assert failures(run_suite(plan, env.directory)) == {"test_opensips_mi_answers"}
+    env.mi_password.write_text(CONTROL_PASSWORD + "\n")
+
     # A secret readable by everyone.
     (env.secrets / SECRETS[1]).chmod(0o644)
     assert failures(run_suite(plan, env.directory)) == {
@@ -318,3 +341,27 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
         "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service",
         "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
         "test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets"}
+
+
+def test_haproxy_stats_and_metrics_ask_for_the_control_account(
+        environment: tuple[Environment, Path]) -> None:
+    """The rendered frontends on the real HAProxy: 401 without credentials or with a wrong
+    password, 200 with the control account from the userlist file."""
+    import urllib.error
+    import urllib.request
+
+    env, _ = environment
+    wrong = "Basic " + base64.b64encode(f"{CONTROL_USER}:wrong-password".encode()).decode()
+    for port, path in ((8404, "/stats;csv"), (8406, "/metrics")):
+        url = f"http://127.0.0.1:{env.ports[port]}{path}"
+        for authorization in (None, wrong):
+            request = urllib.request.Request(
+                url, headers={"Authorization": authorization} if authorization else {})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 401, url
+            assert "Basic" in refused.value.headers.get("WWW-Authenticate", ""), url
+        request = urllib.request.Request(url, headers={"Authorization": CONTROL_AUTHORIZATION})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200, url
+            assert answer.read(), url

@@ -218,6 +218,16 @@ def content_hash(data: Mapping[str, str]) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class BasicAuth:
+    """A part's basic-auth account for its control or metrics endpoint: the user, and the
+    Secret and key that hold its password (clients mount that key as a file)."""
+
+    username: str
+    secret: str
+    key: str = "password"
+
+
 class RenderedConfig:
     """An immutable ConfigMap named after its content.
 

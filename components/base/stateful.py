@@ -42,6 +42,9 @@ class StatefulTierSpec:
     config_volume: tuple[str, str, str] | None = None
     # (volume name, Secret name, mount path) of credentials, mounted read-only as files.
     secret_volume: tuple[str, str, str] | None = None
+    # (mount path, [(Secret name, key, file name)]): keys of other parts' Secrets, e.g. the
+    # passwords Prometheus scrapes with, gathered read-only in one folder.
+    credential_files: tuple[str, Sequence[tuple[str, str, str]]] | None = None
 
 
 @dataclass
@@ -89,6 +92,14 @@ def stateful_tier(
         config_mounts.append({"name": volume_name, "mount_path": mount_path, "read_only": True})
         config_volumes.append({"name": volume_name,
                                "secret": {"secret_name": secret_name, "default_mode": 0o440}})
+    if spec.credential_files is not None:
+        mount_path, files = spec.credential_files
+        config_mounts.append({"name": "credentials", "mount_path": mount_path,
+                              "read_only": True})
+        config_volumes.append({"name": "credentials", "projected": {
+            "default_mode": 0o440,
+            "sources": [{"secret": {"name": secret, "items": [{"key": key, "path": file}]}}
+                        for secret, key, file in files]}})
     container: dict[str, Any] = {
         "name": spec.part.name,
         "image": spec.image,

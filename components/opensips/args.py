@@ -27,3 +27,5 @@ class OpenSipsArgs(BaseModel):
     sip_peer_cidrs: list[str]
     tls_certificate: str
     tls_private_key: str
+    # Basic auth of the httpd (MI and metrics): OpenSIPS, its sidecar and Prometheus use it.
+    control_password: str

@@ -9,7 +9,14 @@ from components.base import kube
 from components.base.images import part_image
 from components.base.workload import DeploymentSpec, managed_deployment, service
 from components.opensips.args import OpenSipsArgs
-from components.opensips.config_files import OpenSipsFiles, opensips_files
+from components.opensips.config_files import (
+    CONTROL_USER,
+    HTTPD_CREDENTIALS_FILE,
+    SIDECAR_PASSWORD_FILE,
+    OpenSipsFiles,
+    httpd_credentials,
+    opensips_files,
+)
 from components.opensips.memory import opensips_memory_mib
 from components.opensips.modules import DISPATCHER_SYNC_IMAGE, OPENSIPS_IMAGE
 
@@ -17,6 +24,7 @@ CONFIG_DIR = "/etc/opensips"
 TLS_DIR = "/etc/opensips/tls"
 DB_DIR = "/var/lib/opensips/db"
 RUN_DIR = "/run/opensips"
+CONTROL_SECRET = "opensips-control"
 
 
 class OpenSipsCluster(pulumi.ComponentResource):
@@ -48,6 +56,22 @@ class OpenSipsCluster(pulumi.ComponentResource):
             },
             opts=child,
         )
+        # The httpd's basic-auth account: OpenSIPS includes the cfg fragment, the sidecar and
+        # Prometheus read the password. Labelled as rendered config so that the offline render
+        # shows (and `opensips -C` checks) the include with its placeholder.
+        self.control_account = kube.BasicAuth(CONTROL_USER, CONTROL_SECRET)
+        self.control_secret = k8s.core.v1.Secret(
+            f"{name}-control",
+            metadata=kube.metadata(CONTROL_SECRET, args.namespace,
+                                   {**labels, kube.RENDERED_CONFIG_LABEL: "true"}),
+            type="Opaque",
+            string_data={
+                HTTPD_CREDENTIALS_FILE: pulumi.Output.secret(
+                    httpd_credentials(args.control_password)),
+                "password": pulumi.Output.secret(args.control_password),
+            },
+            opts=child,
+        )
         # Built from the pinned source when the stack says imageBuild, with the sidecar's Python.
         opensips_image = part_image(f"{name}-image", OPENSIPS_IMAGE, settings.image,
                                     settings.image_build, self)
@@ -76,7 +100,8 @@ class OpenSipsCluster(pulumi.ComponentResource):
             # and socket options (TOS marking) on its SIP sockets.
             "security_context": kube.container_security(add_capabilities=["NET_ADMIN", "NET_RAW"]),
             "liveness_probe": kube.tcp_probe("sip-tcp"),
-            "readiness_probe": kube.http_probe("/metrics", "http", period=5, failures=2),
+            # Ready once it listens for SIP (the httpd wants credentials a probe must not hold).
+            "readiness_probe": kube.tcp_probe("sip-tcp", period=5, failures=2),
             "volume_mounts": [
                 {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
                 {"name": "tls", "mount_path": TLS_DIR, "read_only": True},
@@ -118,8 +143,17 @@ class OpenSipsCluster(pulumi.ComponentResource):
             ],
         }
         volumes = [
-            {"name": "config", "config_map": {"name": self.config.name}},
-            {"name": "sidecar", "config_map": {"name": self.sidecar_config.name}},
+            # opensips.cfg and the credentials it includes, in one folder.
+            {"name": "config", "projected": {"default_mode": 0o440, "sources": [
+                {"config_map": {"name": self.config.name}},
+                {"secret": {"name": CONTROL_SECRET, "items": [
+                    {"key": HTTPD_CREDENTIALS_FILE, "path": HTTPD_CREDENTIALS_FILE}]}},
+            ]}},
+            {"name": "sidecar", "projected": {"default_mode": 0o440, "sources": [
+                {"config_map": {"name": self.sidecar_config.name}},
+                {"secret": {"name": CONTROL_SECRET, "items": [
+                    {"key": "password", "path": SIDECAR_PASSWORD_FILE.rsplit("/", 1)[1]}]}},
+            ]}},
             {"name": "tables", "config_map": {"name": self.config.name,
                                               "items": [{"key": key, "path": key}
                                                         for key in self.files.static_tables]}},
@@ -141,7 +175,8 @@ class OpenSipsCluster(pulumi.ComponentResource):
         )
         self.workload = managed_deployment(
             name, spec, self,
-            depends_on=[self.config.config_map, self.sidecar_config.config_map, self.tls_secret],
+            depends_on=[self.config.config_map, self.sidecar_config.config_map, self.tls_secret,
+                        self.control_secret],
         )
         self.headless_service_name = "opensips-headless"
         service(

@@ -45,6 +45,13 @@ STATISTICS = {
     "shed_calls": "acm_shed_calls_total",
 }
 PROMETHEUS_PREFIX = "opensips"
+# The httpd's basic-auth account (MI and metrics). Its credentials live in a Secret that is
+# mounted next to opensips.cfg, which includes it by this relative name (include_file paths
+# are relative to the including file's folder): the cfg text itself never holds them.
+CONTROL_USER = "acm-control"
+CONTROL_REALM = "ACM OpenSIPS"
+HTTPD_CREDENTIALS_FILE = "httpd-auth.cfg"
+SIDECAR_PASSWORD_FILE = "/opt/dispatcher-sync/mi-password"
 
 
 def exported_metric(statistic: str) -> str:
@@ -115,6 +122,7 @@ def opensips_values(
         "udp_autoscale": settings.max_udp_workers > settings.udp_workers,
         "tcp_workers": settings.tcp_workers,
         "http_port": ports.http,
+        "httpd_credentials_file": HTTPD_CREDENTIALS_FILE,
         "db_url": f"text://{db_dir}",
         "run_dir": run_dir,
         "tls_certificate": f"{tls_dir}/tls.crt",
@@ -144,6 +152,12 @@ def opensips_values(
     }
 
 
+def httpd_credentials(password: str) -> str:
+    """The include file with the httpd's basic-auth account (the Secret's content)."""
+    return render("opensips-httpd-auth.cfg.j2", realm=CONTROL_REALM, username=CONTROL_USER,
+                  password=password)
+
+
 def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:
     sets = [{"setid": ACTIVE_SET, "domain": args.acm_engine_domain}]
     if args.acm_engine_backup_domain:
@@ -156,6 +170,8 @@ def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:
         "db_dir": db_dir,
         "columns": DISPATCHER_COLUMNS,
         "mi_url": f"http://127.0.0.1:{args.settings.ports.http}/mi",
+        "mi_user": CONTROL_USER,
+        "mi_password_file": SIDECAR_PASSWORD_FILE,
         "interval_seconds": args.settings.dispatcher_probe_seconds,
     }
 

@@ -10,6 +10,7 @@ over per engine; an empty answer (DNS hiccup) never empties a set that had engin
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -63,9 +64,14 @@ def write_atomically(path: Path, text: str) -> bool:
     return True
 
 
-def mi_command(url: str, method: str) -> dict[str, Any]:
+def mi_command(url: str, method: str, user: str, password_file: str) -> dict[str, Any]:
+    """One MI call with the httpd's basic-auth account; the password is read from its mounted
+    Secret on every call, so a rotated one is picked up without a restart."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    account = f"{user}:{Path(password_file).read_text().strip()}"
+    request = urllib.request.Request(url, data=body, headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(account.encode()).decode()})
     with urllib.request.urlopen(request, timeout=5) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
@@ -122,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         Path(settings["table_path"]).with_name(".synced").touch()
         if reload_pending:
             try:
-                mi_command(settings["mi_url"], "ds_reload")
+                mi_command(settings["mi_url"], "ds_reload", settings["mi_user"],
+                           settings["mi_password_file"])
                 reload_pending = False
                 print(json.dumps({"event": "ds_reload", "sets": known}), flush=True)
             except OSError as error:

@@ -111,3 +111,58 @@ def test_calls_through_the_deployed_platform(deployed: tuple[Cluster, Rendering]
     fraud_metric = exported_metric("fraud_detected")
     declined = prometheus_query(cluster, namespace, f"sum({fraud_metric})")
     assert float(declined[0]["value"][1]) == 1  # type: ignore[index]
+
+
+def test_control_endpoints_on_the_pods_ask_for_their_account(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """From the host (the pod bridge: what a cluster without NetworkPolicy enforcement lets
+    anyone reach), each OpenSIPS pod's MI and metrics and each HAProxy pod's stats and metrics
+    answer 401 without credentials and 200 with the account from the part's Secret; the
+    sidecar's reloads and Prometheus's scrapes authenticate (both targets up)."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    cluster, rendering = deployed
+    namespace, core = rendering.config.namespace, cluster.core()
+    config = rendering.config
+
+    def account(secret: str) -> str:
+        password = base64.b64decode(
+            core.read_namespaced_secret(secret, namespace).data["password"]).decode()
+        return "Basic " + base64.b64encode(f"acm-control:{password}".encode()).decode()
+
+    def pod_addresses(name: str) -> list[str]:
+        return [p.status.pod_ip for p in core.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/name={name}").items
+            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+
+    mi_call = b'{"jsonrpc": "2.0", "id": 1, "method": "version"}'
+    endpoints = [(address, config.opensips.ports.http, path, body, "opensips-control")
+                 for address in pod_addresses("opensips")
+                 for path, body in (("/mi", mi_call), ("/metrics", None))]
+    endpoints += [(address, port, path, None, "haproxy-control")
+                  for address in pod_addresses("haproxy")
+                  for port, path in ((config.haproxy.ports.stats, "/stats;csv"),
+                                     (config.haproxy.ports.metrics, "/metrics"))]
+    assert len(endpoints) >= 4, endpoints
+    for address, port, path, body, secret in endpoints:
+        url = f"http://{address}:{port}{path}"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5)
+        assert refused.value.code == 401, url
+        request = urllib.request.Request(url, data=body,
+                                         headers={"Authorization": account(secret)})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200, url
+
+    # The sidecar reloaded OpenSIPS's dispatcher over the MI with its mounted password.
+    for pod in core.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/name=opensips").items:
+        log = core.read_namespaced_pod_log(pod.metadata.name, namespace,
+                                           container="dispatcher-sync")
+        assert '"event": "ds_reload"' in log, log[-2000:]
+    # Prometheus scrapes both with their password files: every target of the two jobs up.
+    for job in ("opensips", "haproxy"):
+        result = prometheus_query(cluster, namespace, f'up{{job="{job}"}}')
+        assert result and all(r["value"][1] == "1" for r in result), (job, result)  # type: ignore[index]

@@ -48,7 +48,7 @@ def live_stack(control_plane: Path, engine: Engine
 
 
 def run_smoke(kubeconfig: Path, out: Path, options: list[str] | None = None,
-              password: str = "") -> dict[str, str]:
+              password: str = "", haproxy_password: str = "") -> dict[str, str]:
     """`scripts/smoke local` as the platform team runs it (`--api-only` unless `options` give
     the addresses); outcome per test."""
     kubectl_folder = subprocess.run([REPO / "scripts" / "control-plane", "bin"],
@@ -58,7 +58,7 @@ def run_smoke(kubeconfig: Path, out: Path, options: list[str] | None = None,
          *(options if options is not None else ["--api-only"])],
         # testinfra's kubectl:// hosts run the pinned kubectl.
         env={"SMOKE_OUT": str(out), "PATH": f"{kubectl_folder}:/usr/bin:/bin",
-             "SMOKE_DB_PASSWORD": password},
+             "SMOKE_DB_PASSWORD": password, "SMOKE_HAPROXY_PASSWORD": haproxy_password},
         capture_output=True, text=True, timeout=300)
     report = out / f"{STACK}-junit.xml"
     assert report.exists(), answer.stderr
@@ -234,10 +234,12 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
     # placeholders only).
     secret = core.read_namespaced_secret("acm-database", namespace)
     password = base64.b64decode(secret.data["password"]).decode()
+    haproxy_secret = core.read_namespaced_secret("haproxy-control", namespace)
+    haproxy_password = base64.b64decode(haproxy_secret.data["password"]).decode()
 
     def smoke(name: str) -> dict[str, str]:
         return run_smoke(kubeconfig, tmp_path / name, full_smoke_options(cluster, rendering),
-                         password)
+                         password, haproxy_password)
 
     healthy = smoke("healthy")
     assert not failed(healthy), failed(healthy)
@@ -266,7 +268,8 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
     deployment = apps.read_namespaced_deployment("opensips", namespace)
     volumes = deployment.spec.template.spec.volumes
     index = next(i for i, v in enumerate(volumes) if v.name == "config")
-    rendered_name = volumes[index].config_map.name
+    # The config folder is projected: the rendered ConfigMap, then the credentials Secret.
+    rendered_name = volumes[index].projected.sources[0].config_map.name
     rendered = core.read_namespaced_config_map(rendered_name, namespace)
     core.create_namespaced_config_map(namespace, kube_client.V1ConfigMap(
         metadata=kube_client.V1ObjectMeta(name="opensips-config-by-hand"),
@@ -275,7 +278,8 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
 
     def mount(name: str) -> None:
         apps.patch_namespaced_deployment("opensips", namespace, [{
-            "op": "replace", "path": f"/spec/template/spec/volumes/{index}/configMap/name",
+            "op": "replace",
+            "path": f"/spec/template/spec/volumes/{index}/projected/sources/0/configMap/name",
             "value": name}])
         wait_for(lambda: _rolled_out(cluster, rendering), timeout=240)
 

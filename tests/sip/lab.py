@@ -7,7 +7,9 @@ There is no skip here: a missing binary is a failure that says to run the set-up
 
 from __future__ import annotations
 
+import base64
 import shutil
+import urllib.request
 import socket
 import subprocess
 import time
@@ -18,6 +20,9 @@ from pathlib import Path
 from components.base.templating import render
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
+    CONTROL_USER,
+    HTTPD_CREDENTIALS_FILE,
+    httpd_credentials,
     DISPATCHER_COLUMNS,
     load_balancer_table,
     opensips_values,
@@ -105,6 +110,20 @@ def listening_tcp_ports() -> set[int]:
     return {int(line.split()[3].rsplit(":", 1)[1]) for line in listed.splitlines() if line}
 
 
+# The httpd's account in every loopback OpenSIPS (the pods' comes from a Secret).
+LAB_CONTROL_PASSWORD = "lab-control-password-0123"
+
+
+def authorized(url: str, data: bytes | None = None, password: str = LAB_CONTROL_PASSWORD
+               ) -> urllib.request.Request:
+    """A request to a loopback OpenSIPS's httpd with its basic-auth account."""
+    token = base64.b64encode(f"{CONTROL_USER}:{password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    return urllib.request.Request(url, data=data, headers=headers)
+
+
 @dataclass
 class Ports:
     sip: int = field(default_factory=free_port)
@@ -168,6 +187,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
     values = opensips_values(args, str(tls_dir), str(db_dir), str(directory),
                              listen_host="127.0.0.1", module_path=opensips_modules(),
                              http_listen=http_address)
+    # Next to opensips.cfg, as the pod's projected volume puts the Secret's file.
+    (directory / HTTPD_CREDENTIALS_FILE).write_text(httpd_credentials(LAB_CONTROL_PASSWORD))
     path = directory / "opensips.cfg"
     path.write_text(render("opensips.cfg.j2", **values))
     return path
@@ -233,21 +254,18 @@ class Processes:
 def mi(http_port: int, method: str, params: object = None) -> object:
     """One JSON-RPC call to OpenSIPS's HTTP MI on loopback."""
     import json
-    import urllib.request
 
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method,
                        **({"params": params} if params is not None else {})}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{http_port}/mi", data=body,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as answer:
+    with urllib.request.urlopen(authorized(f"http://127.0.0.1:{http_port}/mi", body),
+                                timeout=5) as answer:
         return json.loads(answer.read())["result"]
 
 
 def statistic(http_port: int, name: str) -> int:
     """A statistic as the prometheus module exports it (`opensips_<name>`)."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as answer:
+    with urllib.request.urlopen(authorized(f"http://127.0.0.1:{http_port}/metrics"),
+                                timeout=5) as answer:
         for line in answer.read().decode().splitlines():
             if line.startswith(f"opensips_{name} "):
                 return int(float(line.split()[1]))

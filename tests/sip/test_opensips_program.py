@@ -15,7 +15,9 @@ from components.opensips.config_files import IMAGE_MODULE_PATH
 from stacks.stack_files import STACKS
 from tests.conftest import rendering_of
 from tests.sip.lab import (
+    LAB_CONTROL_PASSWORD,
     Ports,
+    authorized,
     Processes,
     check_config,
     listening_tcp_ports,
@@ -115,7 +117,7 @@ def test_the_stacks_config_starts_and_stays_up(stack: str, tmp_path: Path,
         log = (tmp_path / "processes.log").read_text(errors="replace")
         assert opensips.poll() is None, log[-3000:]
         assert expected <= listening_tcp_ports()
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/metrics",
+        with urllib.request.urlopen(authorized(f"http://127.0.0.1:{ports.http}/metrics"),
                                     timeout=5) as answer:
             metrics = answer.read().decode()
         assert "opensips_acm_calls_total" in metrics
@@ -207,7 +209,7 @@ def test_metrics_are_served_on_the_pod_address(tmp_path: Path) -> None:
         processes.start_redis(ports.redis)
         processes.start_opensips("opensips", config)
         wait_for_port(ports.http, host=pod_address)
-        with urllib.request.urlopen(f"http://{pod_address}:{ports.http}/metrics",
+        with urllib.request.urlopen(authorized(f"http://{pod_address}:{ports.http}/metrics"),
                                     timeout=5) as answer:
             assert "opensips_acm_calls_total" in answer.read().decode()
         # Bound where it was told: the old default (127.0.0.1 only) would fail above.
@@ -227,3 +229,33 @@ def test_udp_workers_scale_by_the_profile_or_stay_fixed(tmp_path: Path, udp_work
     assert uses_profile == (max_udp_workers > udp_workers)
     checked = check_config(config)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_httpd_answers_only_the_control_account(tmp_path: Path) -> None:
+    """OpenSIPS 4.0.1's httpd with the included credentials file: MI and metrics answer 401
+    without credentials or with a wrong password, 200 with the account; and the account is not
+    in opensips.cfg itself (it comes from the Secret's file the cfg includes)."""
+    import urllib.error
+
+    ports = Ports()
+    config = loopback_config("local", tmp_path, ports, None)
+    assert LAB_CONTROL_PASSWORD not in config.read_text()
+    assert 'include_file "httpd-auth.cfg"' in config.read_text()
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start_redis(ports.redis)
+        processes.start_opensips("opensips", config)
+        wait_for_port(ports.http)
+        version = b'{"jsonrpc": "2.0", "id": 1, "method": "version"}'
+        for path, body in (("/mi", version), ("/metrics", None)):
+            url = f"http://127.0.0.1:{ports.http}{path}"
+            for request in (urllib.request.Request(url, data=body),
+                            authorized(url, body, password="not-the-control-password")):
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(request, timeout=5)
+                assert refused.value.code == 401, path
+            with urllib.request.urlopen(authorized(url, body), timeout=5) as answer:
+                assert answer.status == 200, path
+                assert answer.read(), path
+    finally:
+        processes.stop_all()

@@ -35,6 +35,10 @@ class ConfigFile(Strict):
 class Haproxy(Strict):
     listen: list[str]  # testinfra socket specs, e.g. tcp://0.0.0.0:5060
     stats_csv_url: str
+    # The stats page asks for the control account; its password comes from this environment
+    # variable (the haproxy-control Secret's `password`), never the plan.
+    stats_user: str
+    stats_password_env: str
     # Backends that must have at least one server UP.
     backends: list[str]
 
@@ -48,6 +52,9 @@ class OpenSips(Strict):
     # The HTTP MI as seen from inside the pod: the check runs in the `opensips-mi` role (the
     # dispatcher-sync sidecar, which shares OpenSIPS's network namespace and has Python).
     mi_url: str
+    # The httpd's account, and where the password is mounted in the `opensips-mi` container.
+    mi_user: str
+    mi_password_file: str
     # Its SIP sockets inside the pod (`opensips` role), as testinfra specs, e.g. udp://5060.
     listen: list[str] = []
 

@@ -3,6 +3,7 @@ processes, sockets, config files, secret permissions; and the protocols they ans
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -39,9 +40,19 @@ def test_haproxy_listens_on_its_sip_sockets(plan: SmokePlan,
     assert not closed, f"HAProxy is not listening on {closed}"
 
 
+def with_basic_auth(url: str, user: str, password_env: str) -> urllib.request.Request:
+    password = os.environ.get(password_env)
+    if password is None:
+        pytest.fail(f"{password_env} is not set")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+
+
 def test_haproxy_sees_opensips_backends_up(plan: SmokePlan) -> None:
     haproxy = section(plan.haproxy, "haproxy")
-    with urllib.request.urlopen(haproxy.stats_csv_url, timeout=5) as answer:
+    request = with_basic_auth(haproxy.stats_csv_url, haproxy.stats_user,
+                              haproxy.stats_password_env)
+    with urllib.request.urlopen(request, timeout=5) as answer:
         rows = list(csv.DictReader(io.StringIO(answer.read().decode().lstrip("# "))))
     for backend in haproxy.backends:
         servers = {row["svname"]: row["status"] for row in rows
@@ -125,10 +136,12 @@ def test_sip_options_over_the_udp_service(plan: SmokePlan) -> None:
 
 
 MI_VERSION_CALL = """
-import json, sys, urllib.request
+import base64, json, sys, urllib.request
+password = open(sys.argv[3]).read().strip()
+token = base64.b64encode(f"{sys.argv[2]}:{password}".encode()).decode()
 request = urllib.request.Request(sys.argv[1], method="POST",
     data=json.dumps({"jsonrpc": "2.0", "method": "version", "id": 1}).encode(),
-    headers={"Content-Type": "application/json"})
+    headers={"Content-Type": "application/json", "Authorization": f"Basic {token}"})
 print(urllib.request.urlopen(request, timeout=5).read().decode())
 """
 
@@ -143,8 +156,11 @@ def test_opensips_runs_and_listens_on_its_sip_sockets(
 
 
 def test_opensips_mi_answers(plan: SmokePlan, host_of: Callable[[str], Any]) -> None:
-    mi_url = section(plan.opensips, "opensips").mi_url
-    answer = host_of("opensips-mi").run("python3 -c %s %s", MI_VERSION_CALL, mi_url)
+    opensips = section(plan.opensips, "opensips")
+    mi_url = opensips.mi_url
+    # In the pod, with the account the sidecar uses (the password never leaves the pod).
+    answer = host_of("opensips-mi").run("python3 -c %s %s %s %s", MI_VERSION_CALL, mi_url,
+                                        opensips.mi_user, opensips.mi_password_file)
     assert answer.rc == 0, f"OpenSIPS MI at {mi_url} did not answer: {answer.stderr.strip()}"
     reply = json.loads(answer.stdout)
     assert "result" in reply, f"OpenSIPS MI version call failed: {reply}"

@@ -25,6 +25,7 @@ from typing import Any
 from components.base.kube import CONFIG_HASH_ANNOTATION, RENDERED_CONFIG_LABEL
 from components.base.settings import cron_fields
 from components.compliance import SECRET_NAME as COMPLIANCE_SECRET
+from components.haproxy import CONTROL_USER as HAPROXY_CONTROL_USER
 from stacks.render import Rendering, render_stack
 
 HAPROXY_BACKENDS = ["opensips_sip_tcp", "opensips_sip_tls", "opensips_mi"]
@@ -104,24 +105,29 @@ def config_files(rendering: Rendering) -> list[dict[str, str]]:
     files = []
     for manifest in rendering.objects("Deployment") + rendering.objects("StatefulSet"):
         pod = manifest["spec"]["template"]["spec"]
-        volumes = {v["name"]: v["configMap"] for v in pod.get("volumes", []) if "configMap" in v}
+        # A ConfigMap volume, or the ConfigMaps of a projected one (config files next to the
+        # credentials they include; the Secrets' files are not compared).
+        volumes: dict[str, list[dict[str, Any]]] = {}
+        for volume in pod.get("volumes", []):
+            sources = ([volume["configMap"]] if "configMap" in volume else
+                       [s["configMap"] for s in volume.get("projected", {}).get("sources", [])
+                        if "configMap" in s])
+            volumes[volume["name"]] = [s for s in sources if s["name"] in rendered]
         for container in pod.get("initContainers", []) + pod["containers"]:
             for mount in container.get("volumeMounts", []):
-                source = volumes.get(mount["name"])
-                if source is None or source["name"] not in rendered:
-                    continue
-                data = rendered[source["name"]]
-                items = source.get("items") or [{"key": k, "path": k} for k in data]
-                for item in items:
-                    if "subPath" in mount and mount["subPath"] != item["path"]:
-                        continue
-                    path = (mount["mountPath"] if "subPath" in mount
-                            else f"{mount['mountPath']}/{item['path']}")
-                    files.append({
-                        "role": f"{manifest['metadata']['name']}/{container['name']}",
-                        "path": path,
-                        "sha256": hashlib.sha256(data[item["key"]].encode()).hexdigest(),
-                    })
+                for source in volumes.get(mount["name"], []):
+                    data = rendered[source["name"]]
+                    items = source.get("items") or [{"key": k, "path": k} for k in data]
+                    for item in items:
+                        if "subPath" in mount and mount["subPath"] != item["path"]:
+                            continue
+                        path = (mount["mountPath"] if "subPath" in mount
+                                else f"{mount['mountPath']}/{item['path']}")
+                        files.append({
+                            "role": f"{manifest['metadata']['name']}/{container['name']}",
+                            "path": path,
+                            "sha256": hashlib.sha256(data[item["key"]].encode()).hexdigest(),
+                        })
     return files
 
 
@@ -200,6 +206,8 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
                      for p in c.get("ports", []) if p["name"].startswith("sip")]
         plan["haproxy"] = {"listen": [f"tcp://0.0.0.0:{port}" for port in sip_ports],
                            "stats_csv_url": addresses["stats_url"],
+                           "stats_user": HAPROXY_CONTROL_USER,
+                           "stats_password_env": "SMOKE_HAPROXY_PASSWORD",
                            "backends": HAPROXY_BACKENDS}
     if addresses["sip_tcp"] and addresses["sip_udp"]:
         plan["front_door"] = {"sip_tcp_address": addresses["sip_tcp"],
@@ -211,7 +219,9 @@ def write_plan(stack: str, kubeconfig: str | None, context: str | None,
         sockets = [f"{p['protocol'].lower()}://{p['containerPort']}"
                    for c in opensips["containers"] if c["name"] == "opensips"
                    for p in c.get("ports", []) if p["name"].startswith(("sip", "proxy"))]
-        plan["opensips"] = {"mi_url": settings["mi_url"], "listen": sockets}
+        plan["opensips"] = {"mi_url": settings["mi_url"], "mi_user": settings["mi_user"],
+                            "mi_password_file": settings["mi_password_file"],
+                            "listen": sockets}
     if engine_health:
         plan["acm_engine_health_urls"] = engine_health
     if addresses["dragonfly"]:
