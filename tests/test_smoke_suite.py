@@ -265,6 +265,31 @@ def failures(outcomes: dict[str, str]) -> set[str]:
     return {name for name, outcome in outcomes.items() if outcome == "failed"}
 
 
+def test_haproxy_stats_and_metrics_ask_for_the_control_account(
+        environment: tuple[Environment, Path]) -> None:
+    """(Runs before the break-by-break test, which stops HAProxy at its end.) The rendered
+    frontends on the real HAProxy: 401 without credentials or with a wrong
+    password, 200 with the control account from the userlist file."""
+    import urllib.error
+    import urllib.request
+
+    env, _ = environment
+    wrong = "Basic " + base64.b64encode(f"{CONTROL_USER}:wrong-password".encode()).decode()
+    for port, path in ((8404, "/stats;csv"), (8406, "/metrics")):
+        url = f"http://127.0.0.1:{env.ports[port]}{path}"
+        for authorization in (None, wrong):
+            request = urllib.request.Request(
+                url, headers={"Authorization": authorization} if authorization else {})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 401, url
+            assert "Basic" in refused.value.headers.get("WWW-Authenticate", ""), url
+        request = urllib.request.Request(url, headers={"Authorization": CONTROL_AUTHORIZATION})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200, url
+            assert answer.read(), url
+
+
 def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, Path]) -> None:
     env, plan = environment
     healthy = run_suite(plan, env.directory)
@@ -342,26 +367,3 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
         "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
         "test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets"}
 
-
-def test_haproxy_stats_and_metrics_ask_for_the_control_account(
-        environment: tuple[Environment, Path]) -> None:
-    """The rendered frontends on the real HAProxy: 401 without credentials or with a wrong
-    password, 200 with the control account from the userlist file."""
-    import urllib.error
-    import urllib.request
-
-    env, _ = environment
-    wrong = "Basic " + base64.b64encode(f"{CONTROL_USER}:wrong-password".encode()).decode()
-    for port, path in ((8404, "/stats;csv"), (8406, "/metrics")):
-        url = f"http://127.0.0.1:{env.ports[port]}{path}"
-        for authorization in (None, wrong):
-            request = urllib.request.Request(
-                url, headers={"Authorization": authorization} if authorization else {})
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(request, timeout=5)
-            assert refused.value.code == 401, url
-            assert "Basic" in refused.value.headers.get("WWW-Authenticate", ""), url
-        request = urllib.request.Request(url, headers={"Authorization": CONTROL_AUTHORIZATION})
-        with urllib.request.urlopen(request, timeout=5) as answer:
-            assert answer.status == 200, url
-            assert answer.read(), url

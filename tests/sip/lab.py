@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import shutil
-import urllib.request
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,9 +21,9 @@ from components.base.templating import render
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
     CONTROL_USER,
+    DISPATCHER_COLUMNS,
     HTTPD_CREDENTIALS_FILE,
     httpd_credentials,
-    DISPATCHER_COLUMNS,
     load_balancer_table,
     opensips_values,
     version_table,
@@ -172,6 +172,7 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
         sidecar_image=config.opensips.dispatcher_sync_image,
         sip_peer_cidrs=list(peer_cidrs), tls_certificate="", tls_private_key="",
+        control_password=LAB_CONTROL_PASSWORD,
     )
     db_dir = directory / "db"
     db_dir.mkdir(exist_ok=True)

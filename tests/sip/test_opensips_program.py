@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from components.opensips.config_files import IMAGE_MODULE_PATH
+from components.opensips.config_files import HTTPD_CREDENTIALS_FILE, IMAGE_MODULE_PATH
 from stacks.stack_files import STACKS
 from tests.conftest import rendering_of
 from tests.sip.lab import (
     LAB_CONTROL_PASSWORD,
     Ports,
-    authorized,
     Processes,
+    authorized,
     check_config,
     listening_tcp_ports,
     loopback_config,
@@ -51,8 +51,11 @@ def test_the_binary_is_opensips_4_0_1() -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_rendered_config_passes_the_full_check(stack: str, tmp_path: Path) -> None:
-    rendered = rendering_of(stack).rendered_files()["opensips.cfg"]
+    files = rendering_of(stack).rendered_files()
+    rendered = files["opensips.cfg"]
     assert f'mpath = "{IMAGE_MODULE_PATH}"' in rendered
+    # The credentials file it includes, as the render shows it (a placeholder password).
+    (tmp_path / HTTPD_CREDENTIALS_FILE).write_text(files[HTTPD_CREDENTIALS_FILE])
     # Only the module folder differs from what the pod reads: the image's is not here.
     path = tmp_path / "opensips.cfg"
     path.write_text(rendered.replace(IMAGE_MODULE_PATH, opensips_modules()))
@@ -83,8 +86,10 @@ BROKEN = [
 @pytest.mark.parametrize(("old", "new", "named"), BROKEN, ids=[b[1][:40] for b in BROKEN])
 def test_the_binary_refuses_a_broken_config(old: str, new: str, named: str,
                                              tmp_path: Path) -> None:
-    rendered = rendering_of("prod").rendered_files()["opensips.cfg"]
+    files = rendering_of("prod").rendered_files()
+    rendered = files["opensips.cfg"]
     assert old in rendered, old
+    (tmp_path / HTTPD_CREDENTIALS_FILE).write_text(files[HTTPD_CREDENTIALS_FILE])
     path = tmp_path / "opensips.cfg"
     path.write_text(rendered.replace(IMAGE_MODULE_PATH, opensips_modules()).replace(old, new, 1))
     checked = check_config(path)
