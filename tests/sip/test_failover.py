@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import rendering_of
 from tests.sip.lab import (
     SCENARIOS,
     Ports,
@@ -21,6 +22,7 @@ from tests.sip.lab import (
     free_port,
     loopback_config,
     place_call,
+    redis_server,
     sipp,
     statistic,
     wait_for_port,
@@ -111,3 +113,24 @@ def test_the_standby_set_is_used_only_when_no_active_engine_is_usable(stage: Sta
     assert stage.call().returncode == 0
     assert stage.invites("standby") == 1
     assert statistic(stage.ports.http, "acm_unscreened_calls_total") == 1
+
+
+def test_calls_rescued_by_failover_do_not_count_towards_the_breaker(stage: Stage) -> None:
+    """One engine silent (a killed pod), the other screening: every call completes screened,
+    and the shared breaker's failure count stays empty, so a lost engine cannot open the
+    breaker for every replica while another engine answers."""
+    silent, healthy = free_port(), free_port()
+    start_engine(stage, "silent", silent, SCENARIOS / "silent.xml")
+    start_engine(stage, "healthy", healthy, SCENARIOS / "acm_engine.xml")
+    start_proxy(stage, [silent, healthy])
+    threshold = rendering_of("local").config.opensips.circuit_breaker.failure_threshold
+    for _ in range(threshold + 1):
+        result = stage.call()
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert statistic(stage.ports.http, "acm_failover_events_total") >= 1
+    assert statistic(stage.ports.http, "acm_unscreened_calls_total") == 0
+    cli = redis_server().replace("redis-server", "redis-cli")
+    for key in ("acm:breaker:failures", "acm:breaker:open"):
+        stored = subprocess.run([cli, "-p", str(stage.ports.redis), "--raw", "EXISTS", key],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        assert stored == "0", key
