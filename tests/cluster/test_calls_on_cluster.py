@@ -151,8 +151,10 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5)
         assert refused.value.code == 401, url
-        request = urllib.request.Request(url, data=body,
-                                         headers={"Authorization": account(secret)})
+        headers = {"Authorization": account(secret)}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=body, headers=headers)
         with urllib.request.urlopen(request, timeout=5) as answer:
             assert answer.status == 200, url
 
