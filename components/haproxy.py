@@ -71,6 +71,40 @@ class HealthCheck(Model):
     fall: Annotated[int, Field(ge=1, le=10)] = 3
 
 
+# How HAProxy finds and admits OpenSIPS pods, and how fast it lets one go. These set the
+# OpenSIPS rollout's timing (`opensips_admission_seconds`, `opensips_withdrawal_seconds`):
+# a rollout that stops an old pod before HAProxy sends to the new one, or a pod that exits
+# while HAProxy still sends it new calls, fails calls.
+# - The cluster DNS answers with the kubernetes plugin's record TTL (CoreDNS: 5 s).
+CLUSTER_DNS_TTL_SECONDS = 5
+# - HAProxy re-resolves the SRV records this often (`hold valid`).
+RESOLVE_SECONDS = 2
+# - While a server changes state (new, or failing), it is checked every second (`downinter`,
+#   `fastinter`) instead of every interSeconds: a new pod is up after `rise` seconds, a dead
+#   one down `fall - 1` seconds after its first failed check.
+TRANSITION_CHECK_SECONDS = 1
+# - Slack for the API server's endpoint update and a slow check.
+DISCOVERY_SLACK_SECONDS = 3
+
+
+def opensips_admission_seconds(check: HealthCheck) -> int:
+    """From an OpenSIPS pod becoming Ready to HAProxy sending it calls."""
+    return (CLUSTER_DNS_TTL_SECONDS + RESOLVE_SECONDS + check.rise * TRANSITION_CHECK_SECONDS
+            + DISCOVERY_SLACK_SECONDS)
+
+
+def opensips_withdrawal_seconds() -> int:
+    """From an OpenSIPS pod leaving the Service's endpoints (it is terminating) to HAProxy
+    sending it no new calls."""
+    return CLUSTER_DNS_TTL_SECONDS + RESOLVE_SECONDS + DISCOVERY_SLACK_SECONDS
+
+
+# A terminating HAProxy pod keeps serving while kube-proxy and a cloud load balancer's health
+# checks take it out of the SIP Service (kube-proxy: about a second; a load balancer with
+# externalTrafficPolicy Local checks every few seconds).
+HAPROXY_WITHDRAWAL_SECONDS = 10
+
+
 # Descriptors HAProxy keeps beyond two per connection: listeners, health checks of every
 # server slot, resolvers, the stats socket (measured: 42 for the prod config).
 HAPROXY_SPARE_FILES = 1000
@@ -167,6 +201,8 @@ def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
         "check_inter": f"{check.inter_seconds}s",
         "check_rise": check.rise,
         "check_fall": check.fall,
+        "transition_check": f"{TRANSITION_CHECK_SECONDS}s",
+        "resolve_interval": f"{RESOLVE_SECONDS}s",
         "options_probe": OPTIONS_PROBE,
         "control_userlist": CONTROL_USERLIST,
         "control_realm": "ACM HAProxy",
@@ -221,6 +257,8 @@ class HaproxyTier(pulumi.ComponentResource):
             "security_context": kube.container_security(),
             "liveness_probe": kube.http_probe("/healthz", "health"),
             "readiness_probe": kube.http_probe("/ready", "health", period=5, failures=2),
+            # Leaves the SIP Service before it stops listening.
+            "lifecycle": {"pre_stop": {"sleep": {"seconds": HAPROXY_WITHDRAWAL_SECONDS}}},
             "volume_mounts": [
                 {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
                 {"name": "run", "mount_path": RUN_DIR},
@@ -231,6 +269,7 @@ class HaproxyTier(pulumi.ComponentResource):
             containers=[container], priority_class=args.priority_class,
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
             replicas=settings.replicas, disruption=settings.pdb,
+            termination_grace_seconds=HAPROXY_WITHDRAWAL_SECONDS + 20,
             volumes=[
                 {"name": "config", "projected": {"default_mode": 0o440, "sources": [
                     {"config_map": {"name": self.config.name}},

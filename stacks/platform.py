@@ -33,7 +33,12 @@ from components.datastores import (
     clickhouse_host,
 )
 from components.foundation import FoundationArgs, PlatformFoundation
-from components.haproxy import HaproxyArgs, HaproxyTier
+from components.haproxy import (
+    HaproxyArgs,
+    HaproxyTier,
+    opensips_admission_seconds,
+    opensips_withdrawal_seconds,
+)
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
 from components.opensips.args import OpenSipsArgs
 from components.opensips.cluster import OpenSipsCluster
@@ -191,7 +196,9 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             sip_peer_cidrs=config.network.sip_peer_cidrs,
             tls_certificate=config.secrets.sip_tls_certificate,
             tls_private_key=config.secrets.sip_tls_private_key,
-            control_password=config.secrets.opensips_control_password, **sip_path,
+            control_password=config.secrets.opensips_control_password,
+            admission_seconds=opensips_admission_seconds(config.haproxy.health_check),
+            withdrawal_seconds=opensips_withdrawal_seconds(), **sip_path,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *gateways]),
     )

@@ -268,3 +268,29 @@ def test_grafana_reads_its_credentials_from_files_and_runs_as_a_high_uid(prod: R
     volume = next(v for v in pod["volumes"] if v["name"] == "admin")
     assert volume["secret"] == {"secretName": "grafana-admin", "defaultMode": 0o440}
     assert pod["securityContext"]["runAsUser"] >= 10000
+
+
+def test_rollout_timing_follows_how_haproxy_finds_and_drops_opensips(prod: Rendering) -> None:
+    """A new OpenSIPS counts as available only once HAProxy can send it calls (DNS TTL, the
+    re-resolve interval, `rise` checks a second apart); an old one keeps serving after it left
+    the endpoints until HAProxy stopped sending it calls, and its grace period still holds the
+    SIP transaction timeout after that."""
+    from components.haproxy import (
+        CLUSTER_DNS_TTL_SECONDS,
+        RESOLVE_SECONDS,
+        opensips_admission_seconds,
+    )
+
+    check = prod.config.haproxy.health_check
+    deployment = prod.get("Deployment", "opensips")["spec"]
+    pod = deployment["template"]["spec"]
+    opensips = next(c for c in pod["containers"] if c["name"] == "opensips")
+    pre_stop = opensips["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert deployment["minReadySeconds"] == opensips_admission_seconds(check)
+    assert deployment["minReadySeconds"] > CLUSTER_DNS_TTL_SECONDS + RESOLVE_SECONDS + check.rise
+    assert pre_stop > CLUSTER_DNS_TTL_SECONDS + RESOLVE_SECONDS
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + 32  # SIP timer B
+    haproxy = prod.get("Deployment", "haproxy")["spec"]["template"]["spec"]
+    assert haproxy["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] >= 5
+    config = prod.rendered_files()["haproxy.cfg"]
+    assert f"hold valid {RESOLVE_SECONDS}s" in config

@@ -57,9 +57,13 @@ def test_backends_balance_and_check_opensips_as_specified(prod: Rendering) -> No
         server = re.search(r"^\s*server-template .*$", section, re.M)
         assert server is not None
         line = server.group()
-        assert f"inter {check.inter_seconds}s rise {check.rise} fall {check.fall}" in line
+        assert (f"inter {check.inter_seconds}s fastinter 1s downinter 1s rise {check.rise} "
+                f"fall {check.fall}") in line
+        # A refused connection marks the server down at once, and the call goes elsewhere.
+        assert "observe layer4 error-limit 1 on-error mark-down" in line
         assert " send-proxy " in line and "check-send-proxy" in line
         assert "_proxy-" in line and "resolvers cluster_dns" in line
+    assert "option redispatch" in config and "retries 2" in config
     # No UDP bind or server anywhere: HAProxy cannot balance it.
     directives = [line.split("#", 1)[0] for line in config.splitlines()]
     assert not [line for line in directives if "udp" in line.lower()]

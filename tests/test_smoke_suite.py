@@ -98,7 +98,8 @@ def loopback_haproxy_config(rendered: str, stub_port: int, directory: Path
     text = re.sub(r"server-template (\S+) \d+ \S+ resolvers cluster_dns init-addr none",
                   rf"server \1-0 127.0.0.1:{stub_port}", text)
     text = re.sub(r" port \d+$", f" port {stub_port}", text, flags=re.MULTILINE)
-    text = text.replace("inter 10s rise 2 fall 3", "inter 200ms rise 1 fall 1")
+    text = re.sub(r"inter 10s fastinter 1s downinter 1s rise 2 fall 3",
+                  "inter 200ms fastinter 200ms downinter 200ms rise 1 fall 1", text)
     # Production's maxconn needs more file descriptors than a test process may open.
     text = re.sub(r"^(\s*)maxconn \d+$", r"\1maxconn 1000", text, flags=re.MULTILINE)
     return text, ports

@@ -32,6 +32,9 @@ class DeploymentSpec:
     config_hash: str | None = None
     extra_labels: Mapping[str, str] = field(default_factory=dict)
     termination_grace_seconds: int = 30
+    # How long a new pod must stay Ready before it counts as available and the rollout stops
+    # the next old one: the time until traffic can really reach it.
+    min_ready_seconds: int = 5
     uid: int = kube.DEFAULT_UID
 
 
@@ -57,7 +60,7 @@ def managed_deployment(
         "selector": {"match_labels": selector},
         "strategy": kube.no_downtime_rollout(),
         "revision_history_limit": 5,
-        "min_ready_seconds": 5,
+        "min_ready_seconds": spec.min_ready_seconds,
         "template": {
             "metadata": {"labels": labels, "annotations": annotations},
             "spec": {

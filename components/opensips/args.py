@@ -29,3 +29,6 @@ class OpenSipsArgs(BaseModel):
     tls_private_key: str
     # Basic auth of the httpd (MI and metrics): OpenSIPS, its sidecar and Prometheus use it.
     control_password: str
+    # The rollout's timing, from how HAProxy discovers and checks the pods (stacks compose it).
+    admission_seconds: int = 5
+    withdrawal_seconds: int = 0

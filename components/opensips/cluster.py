@@ -102,6 +102,9 @@ class OpenSipsCluster(pulumi.ComponentResource):
             "liveness_probe": kube.tcp_probe("sip-tcp"),
             # Ready once it listens for SIP (the httpd wants credentials a probe must not hold).
             "readiness_probe": kube.tcp_probe("sip-tcp", period=5, failures=2),
+            # A terminating pod leaves the endpoints at once; it goes on serving until HAProxy
+            # has stopped sending it calls, then finishes the transactions it holds.
+            "lifecycle": {"pre_stop": {"sleep": {"seconds": max(1, args.withdrawal_seconds)}}},
             "volume_mounts": [
                 {"name": "config", "mount_path": CONFIG_DIR, "read_only": True},
                 {"name": "tls", "mount_path": TLS_DIR, "read_only": True},
@@ -171,7 +174,8 @@ class OpenSipsCluster(pulumi.ComponentResource):
             config_hash=kube.content_hash({"opensips": self.config.hash,
                                            "sidecar": self.sidecar_config.hash}),
             # In-flight transactions finish before the pod goes (SIP timer B is 32 s).
-            termination_grace_seconds=40,
+            termination_grace_seconds=args.withdrawal_seconds + 40,
+            min_ready_seconds=args.admission_seconds,
         )
         self.workload = managed_deployment(
             name, spec, self,
