@@ -1,0 +1,199 @@
+"""Faults on the deployed local platform while calls flow, and what each one cost.
+
+Each scenario starts a steady load (`tests/cluster/load.py`) through HAProxy's NodePort, does
+one thing to the platform while the calls flow, waits for the platform to be whole again and
+returns the load's count with what it observed. The tests (`test_ha_under_load.py`) assert
+each scenario's goal at a modest rate; `benchmarks/ha_faults.py` runs the same scenarios at a
+higher one and prints the table.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi import automation as auto
+
+from components.opensips.config_files import exported_metric
+from stacks.render import Rendering
+from tests.cluster.kube import Cluster, readiness
+from tests.cluster.load import LoadResult, SteadyLoad
+from tests.conftest import REPO
+from tests.engine import stack_document, write_stack_document
+
+STACK = "local"
+NODE = REPO / "scripts" / "node"
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    load: LoadResult
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> str:
+        return self.load.row(self.scenario)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s: {what}"
+        time.sleep(1)
+
+
+@dataclass
+class Platform:
+    """The deployed `local` stack: the cluster, its rendering, the Pulumi stack."""
+
+    stack: auto.Stack
+    cluster: Cluster
+    rendering: Rendering
+
+    @property
+    def namespace(self) -> str:
+        return self.rendering.config.namespace
+
+    def sip_port(self) -> int:
+        live = self.cluster.core().read_namespaced_service("haproxy-sip", self.namespace)
+        return int(next(p.node_port for p in live.spec.ports if p.name == "sip-tcp"))
+
+    def pods(self, name: str) -> list[Any]:
+        return [p for p in self.cluster.core().list_namespaced_pod(
+            self.namespace, label_selector=f"app.kubernetes.io/name={name}").items
+            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+
+    def whole(self) -> bool:
+        return all(s.ready for s in readiness(self.cluster, self.rendering))
+
+    def password(self, secret: str) -> str:
+        data = self.cluster.core().read_namespaced_secret(secret, self.namespace).data
+        return base64.b64decode(data["password"]).decode()
+
+    def get(self, url: str, secret: str) -> str:
+        token = base64.b64encode(f"acm-control:{self.password(secret)}".encode()).decode()
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return str(answer.read().decode())
+
+    def opensips_statistic(self, statistic: str) -> int:
+        """A statistic summed over the running OpenSIPS pods (their metrics, with the account)."""
+        name, port, total = exported_metric(statistic), self.rendering.config.opensips.ports.http, 0
+        for pod in self.pods("opensips"):
+            text = self.get(f"http://{pod.status.pod_ip}:{port}/metrics", "opensips-control")
+            total += sum(int(float(line.split()[1])) for line in text.splitlines()
+                         if line.startswith(f"{name} "))
+        return total
+
+    def haproxy_servers_up(self) -> dict[str, int]:
+        """Per HAProxy pod, how many OpenSIPS servers of the SIP backend are UP."""
+        port, up = self.rendering.config.haproxy.ports.stats, {}
+        for pod in self.pods("haproxy"):
+            text = self.get(f"http://{pod.status.pod_ip}:{port}/stats;csv", "haproxy-control")
+            rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+            up[pod.metadata.name] = sum(
+                1 for row in rows if row["pxname"] == "opensips_sip_tcp"
+                and row["svname"] not in ("FRONTEND", "BACKEND") and row["status"] == "UP")
+        return up
+
+    def kill(self, pod: Any, container: str) -> None:
+        """SIGKILL to the container's process, as a crash would end it (not a pod deletion)."""
+        status = next(s for s in pod.status.container_statuses if s.name == container)
+        container_id = status.container_id.split("://", 1)[1]
+        subprocess.run([NODE, "ctr", "tasks", "kill", "--signal", "SIGKILL", container_id],
+                       check=True, capture_output=True, timeout=30)
+
+    def restarts(self, name: str, container: str) -> int:
+        return sum(s.restart_count for p in self.pods(name)
+                   for s in p.status.container_statuses or [] if s.name == container)
+
+    def redis(self, *command: str) -> str:
+        from kubernetes.stream import stream
+
+        pod = self.pods("dragonfly")[0]
+        return str(stream(self.cluster.core().connect_get_namespaced_pod_exec,
+                          pod.metadata.name, self.namespace, container="dragonfly",
+                          command=["redis-cli", "-p",
+                                   str(self.rendering.config.dragonfly.port), *command],
+                          stderr=True, stdin=False, stdout=True, tty=False)).strip()
+
+
+def rollout(platform: Platform, work: Path, rate: int, seconds: int, part: str) -> Outcome:
+    """A config change to `part` ("opensips" or "haproxy") applied with `pulumi up` while calls
+    flow: every pod of the part is replaced. The stack is put back afterwards (no load)."""
+    document = stack_document(STACK)
+    settings = document["config"][f"acm-platform:{part}"]
+    if part == "opensips":
+        settings["dispatcherProbeSeconds"] = \
+            platform.rendering.config.opensips.dispatcher_probe_seconds + 1
+    else:
+        settings["healthCheck"] = {"interSeconds": 7}
+    changed = write_stack_document(document, work / f"Pulumi.{STACK}.yaml")
+    before = {p.metadata.name for p in platform.pods(part)}
+    load = SteadyLoad(platform.sip_port(), rate, rate * seconds, work / "load")
+    try:
+        time.sleep(5)
+        started = time.monotonic()
+        result = platform.stack.up(config_file=str(changed), on_output=lambda _: None)
+        assert result.summary.result == "succeeded"
+        rolled = time.monotonic() - started
+        outcome = load.result()
+    finally:
+        if load.process.poll() is None:
+            load.process.kill()
+    after = {p.metadata.name for p in platform.pods(part)}
+    restored = platform.stack.up(on_output=lambda _: None)
+    assert restored.summary.result == "succeeded"
+    wait_for(platform.whole, 180, "the stack back to its own config")
+    return Outcome(f"{part} rollout (pulumi up)", outcome,
+                   {"replaced": not (before & after), "rollout_seconds": round(rolled)})
+
+
+def kill_container(platform: Platform, work: Path, rate: int, seconds: int, part: str,
+                   container: str) -> Outcome:
+    """One pod's `container` killed (SIGKILL) a third into the load; the kubelet restarts it."""
+    victim = sorted(platform.pods(part), key=lambda p: p.metadata.name)[0]
+    restarts = platform.restarts(part, container)
+    unscreened = platform.opensips_statistic("unscreened_calls")
+    load = SteadyLoad(platform.sip_port(), rate, rate * seconds, work / "load")
+    try:
+        time.sleep(seconds / 3)
+        platform.kill(victim, container)
+        killed_at = load.running_for()
+        outcome = load.result()
+    finally:
+        if load.process.poll() is None:
+            load.process.kill()
+    wait_for(lambda: platform.restarts(part, container) > restarts, 60,
+             f"{part}/{container} restarted")
+    wait_for(platform.whole, 120, "every workload ready again")
+    notes: dict[str, Any] = {"pod": victim.metadata.name, "killed_at_s": round(killed_at, 1),
+                             "unscreened": platform.opensips_statistic("unscreened_calls")
+                             - unscreened}
+    return Outcome(f"{part}/{container} killed", outcome, notes)
+
+
+def breaker_keys(platform: Platform) -> dict[str, str]:
+    return {key: platform.redis("EXISTS", key)
+            for key in ("acm:breaker:open", "acm:breaker:half_open", "acm:breaker:failures")}
+
+
+def breaker_answers_again(platform: Platform, work: Path) -> bool:
+    """The breaker store back in use: OPEN set by hand in Dragonfly, the next calls go out
+    unscreened (counted by OpenSIPS); then cleared."""
+    before = platform.opensips_statistic("unscreened_calls")
+    platform.redis("SET", "acm:breaker:half_open", "1")
+    platform.redis("SET", "acm:breaker:open", "1", "EX", "60")
+    try:
+        result = SteadyLoad(platform.sip_port(), 10, 20, work / "breaker-load").result()
+    finally:
+        platform.redis("DEL", "acm:breaker:open", "acm:breaker:half_open")
+    return result.failed == 0 and platform.opensips_statistic("unscreened_calls") >= before + 20
