@@ -44,7 +44,7 @@ def serve_in_background(server: socketserver.BaseServer) -> int:
 
 class OpenSipsStandIn(socketserver.ThreadingTCPServer):
     """Answers HAProxy's checks as OpenSIPS would: SIP OPTIONS (after a PROXY header) with
-    200, and the management port's GET /metrics, which carries no credentials, with 401."""
+    200; the management backend's check only connects."""
 
     allow_reuse_address = True
     daemon_threads = True

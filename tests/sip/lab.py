@@ -81,7 +81,8 @@ def place_call(port: int, number: str = CLEAN_NUMBER, scenario: str = "caller.xm
     """One call from the `caller` address to `host`:`port`, played by SIPp."""
     return subprocess.run(
         [sipp(), "-sf", str(SCENARIOS / scenario), "-s", number, "-i", caller,
-         "-p", str(free_port()), "-t", transport, "-m", "1", "-timeout", "20s",
+         "-p", str(free_port()), "-t", transport, "-max_socket", "1000", "-m", "1",
+         "-timeout", "20s",
          "-timeout_error", "-nostdin", f"{host}:{port}"],
         capture_output=True, text=True, timeout=60, check=False)
 

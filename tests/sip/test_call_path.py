@@ -106,7 +106,9 @@ def test_the_engine_is_told_the_caller_behind_haproxy(lab: Lab, tmp_path: Path) 
     path.write_text(config)
     lab.processes.start("haproxy", [haproxy, "-db", "-f", str(path)])
     wait_for_port(front_port)
-    result = lab.call(CLEAN_NUMBER, "caller.xml", port=front_port, transport="t1")
+    # A TCP connection of the call's own that listens nowhere (`tn`): the gateway's BYE can
+    # only reach the caller back through HAProxy on that connection (fix_nated_contact).
+    result = lab.call(CLEAN_NUMBER, "caller.xml", port=front_port, transport="tn")
     assert result.returncode == 0, result.stdout + result.stderr
     messages = lab.messages("engine")
     invite = messages[messages.rfind("INVITE sip:"):]
