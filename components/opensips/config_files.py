@@ -45,6 +45,8 @@ STATISTICS = {
     "shed_calls": "acm_shed_calls_total",
 }
 PROMETHEUS_PREFIX = "opensips"
+# After the breaker store did not answer, calls skip it (breaker read as CLOSED) this long.
+BREAKER_STORE_RETRY_SECONDS = 2
 # The httpd's basic-auth account (MI and metrics). Its credentials live in a Secret that is
 # mounted next to opensips.cfg, which includes it by this relative name (include_file paths
 # are relative to the including file's folder): the cfg text itself never holds them.
@@ -142,6 +144,7 @@ def opensips_values(
         "breaker_half_open_percent": breaker.half_open_percent,
         # Failures older than this no longer count towards opening the breaker.
         "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
+        "breaker_store_retry_seconds": BREAKER_STORE_RETRY_SECONDS,
         "shed_calls_per_second": settings.load_shedding.calls_per_second,
         "shed_retry_after_seconds": settings.load_shedding.retry_after_seconds,
         "flood_limit": settings.flood_protection.requests_per_second,

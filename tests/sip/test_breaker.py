@@ -89,8 +89,8 @@ def redis_set(port: int, key: str, value: str) -> None:
     subprocess.run([cli, "-p", str(port), "SET", key, value], capture_output=True, check=True)
 
 
-def many_calls(port: int, count: int) -> None:
-    subprocess.run(
+def many_calls(port: int, count: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sipp(), "-sf", str(SCENARIOS / "caller.xml"), "-s", CLEAN_NUMBER, "-i", CALLER_ADDRESS,
          "-p", str(free_port()), "-r", "50", "-m", str(count), "-timeout", "30s", "-nostdin",
          f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=90, check=False)
@@ -144,5 +144,35 @@ def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path)
         for _ in range(5):
             assert place_call(ports.sip).returncode == 0
         assert statistic(ports.http, "acm_unscreened_calls_total") == screened_before
+    finally:
+        processes.stop_all()
+
+
+def test_a_breaker_store_that_does_not_answer_is_skipped_while_calls_complete(
+        tmp_path: Path) -> None:
+    """Dragonfly away (nothing listens on its port): every call completes, screened, and the
+    store is asked again only every few seconds, not by every call (each ask can cost a
+    connect timeout, which stalled the workers and failed calls while Dragonfly restarted on
+    the real node)."""
+    from components.opensips.config_files import BREAKER_STORE_RETRY_SECONDS
+
+    ports = Ports()  # ports.redis: nothing started there
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
+                                   "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
+        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
+                                    "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
+        processes.start_opensips("opensips", loopback_config("local", tmp_path, ports, None))
+        wait_for_port(ports.sip)
+        time.sleep(1)
+        started = time.monotonic()
+        result = many_calls(ports.sip, 200)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stdout[-2000:]
+        assert statistic(ports.http, "acm_unscreened_calls_total") == 0
+        log = (tmp_path / "processes.log").read_text(errors="replace")
+        asks = log.count("breaker store not answering")
+        assert 1 <= asks <= elapsed / BREAKER_STORE_RETRY_SECONDS + 2, (asks, elapsed)
     finally:
         processes.stop_all()
