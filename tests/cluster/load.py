@@ -36,6 +36,8 @@ class LoadResult:
     setup_p50_ms: float
     setup_p99_ms: float
     setup_max_ms: float
+    # The first lines of SIPp's error log: why calls failed.
+    errors: tuple[str, ...] = ()
 
     def row(self, scenario: str) -> str:
         return (f"{scenario:<34} | {self.rate:4d}/s | sent {self.sent:6d} | completed "
@@ -60,7 +62,7 @@ class SteadyLoad:
                    # and one failover fit well inside).
                    "-recv_timeout", "10000", "-timeout", f"{seconds + 120}s", "-nostdin",
                    "-trace_stat", "-stf", str(self.stats), "-fd", "1",
-                   "-trace_rtt", "-rtt_freq", "1", f"{host}:{port}"]
+                   "-trace_rtt", "-rtt_freq", "1", "-trace_err", f"{host}:{port}"]
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
@@ -69,12 +71,12 @@ class SteadyLoad:
         return time.monotonic() - self.started
 
     def result(self, timeout: float = 600) -> LoadResult:
-        _, errors = self.process.communicate(timeout=timeout)
-        assert self.stats.exists(), f"SIPp wrote no statistics: {errors[-2000:]}"
+        _, output = self.process.communicate(timeout=timeout)
+        assert self.stats.exists(), f"SIPp wrote no statistics: {output[-2000:]}"
         header, *rows = self.stats.read_text().splitlines()
         names = header.split(";")
         periods = [dict(zip(names, row.split(";"), strict=False)) for row in rows]
-        assert periods, f"SIPp wrote no statistics rows: {errors[-2000:]}"
+        assert periods, f"SIPp wrote no statistics rows: {output[-2000:]}"
         last = periods[-1]
         worst = stretch = 0
         for period in periods:
@@ -86,8 +88,12 @@ class SteadyLoad:
                 fields = line.split(";")
                 if len(fields) >= 3 and fields[2].strip() == "1":
                     setup.append(float(fields[1]))
+        errors = tuple(line for log in sorted(self.work.glob("*_errors.log"))
+                       for line in log.read_text(errors="replace").splitlines()
+                       if line.strip() and not line.startswith("The following events"))[:5]
         return LoadResult(
             rate=self.rate, sent=int(last["OutgoingCall(C)"]),
             completed=int(last["SuccessfulCall(C)"]), failed=int(last["FailedCall(C)"]),
             worst_gap_seconds=worst, setup_p50_ms=percentile(setup, 0.5),
-            setup_p99_ms=percentile(setup, 0.99), setup_max_ms=max(setup, default=math.nan))
+            setup_p99_ms=percentile(setup, 0.99), setup_max_ms=max(setup, default=math.nan),
+            errors=errors)

@@ -62,7 +62,7 @@ def test_a_rollout_under_load_fails_no_call(platform: Platform, part: str,
     print(f"\n{outcome.row()} | {outcome.notes}")
     assert outcome.notes["replaced"], f"not every {part} pod was replaced"
     assert outcome.load.sent == RATE * 75
-    assert outcome.load.failed == 0, outcome.row()
+    assert outcome.load.failed == 0, (outcome.row(), outcome.load.errors)
     assert outcome.load.completed == outcome.load.sent, outcome.row()
 
 
