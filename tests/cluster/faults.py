@@ -129,6 +129,7 @@ class Platform:
 def rollout(platform: Platform, work: Path, rate: int, seconds: int, part: str) -> Outcome:
     """A config change to `part` ("opensips" or "haproxy") applied with `pulumi up` while calls
     flow: every pod of the part is replaced. The stack is put back afterwards (no load)."""
+    work.mkdir(parents=True, exist_ok=True)
     document = stack_document(STACK)
     settings = document["config"][f"acm-platform:{part}"]
     if part == "opensips":
