@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.cluster.faults import Outcome, Platform, kill_container, rollout, wait_for
 from tests.cluster.kube import Cluster
+from tests.cluster.load import SteadyLoad
 from tests.conftest import rendering_of
 from tests.engine import REPO, Engine
 
@@ -47,7 +48,14 @@ def main() -> int:
             stack.up(on_output=lambda _: None)
             platform = Platform(stack, Cluster(kubeconfig), rendering_of("local"))
             wait_for(platform.whole, 180, "every workload ready")
+            def steady(w: Path) -> Outcome:
+                # The same rate with nothing happening: what the machine carries at all.
+                load = SteadyLoad(platform.sip_port(), options.rate,
+                                  options.rate * options.seconds, w)
+                return Outcome("no fault (baseline)", load.result())
+
             scenarios = [
+                ("baseline", steady),
                 ("opensips-rollout", lambda w: rollout(platform, w, options.rate,
                                                        options.seconds + 35, "opensips")),
                 ("haproxy-rollout", lambda w: rollout(platform, w, options.rate,
