@@ -6,7 +6,6 @@ passes; broken one way at a time, exactly the relevant checks fail."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -26,13 +25,13 @@ import pytest
 from components.haproxy import CONTROL_USER, USERLIST_FILE, control_userlist
 from tests.conftest import rendering_of
 from tests.jobs.servers import SUPERUSER_PASSWORD, free_port, postgres_server
+from tests.sip.lab import basic_authorization
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 # The control account of HAProxy (its userlist) and of OpenSIPS's MI (the stand-in's check).
 CONTROL_PASSWORD = "smoke-test-control-password"
-CONTROL_AUTHORIZATION = "Basic " + base64.b64encode(
-    f"{CONTROL_USER}:{CONTROL_PASSWORD}".encode()).decode()
+CONTROL_AUTHORIZATION = basic_authorization(CONTROL_PASSWORD)
 SECRETS = ["database-password", "atrs-client-id", "sftp-private-key"]
 
 
@@ -275,7 +274,7 @@ def test_haproxy_stats_and_metrics_ask_for_the_control_account(
     import urllib.request
 
     env, _ = environment
-    wrong = "Basic " + base64.b64encode(f"{CONTROL_USER}:wrong-password".encode()).decode()
+    wrong = basic_authorization("wrong-password")
     for port, path in ((8404, "/stats;csv"), (8406, "/metrics")):
         url = f"http://127.0.0.1:{env.ports[port]}{path}"
         for authorization in (None, wrong):

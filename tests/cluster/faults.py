@@ -28,6 +28,7 @@ from tests.cluster.kube import Cluster, readiness
 from tests.cluster.load import LoadResult, SteadyLoad
 from tests.conftest import REPO
 from tests.engine import stack_document, write_stack_document
+from tests.sip.lab import basic_authorization
 
 STACK = "local"
 NODE = REPO / "scripts" / "node"
@@ -79,8 +80,8 @@ class Platform:
         return base64.b64decode(data["password"]).decode()
 
     def get(self, url: str, secret: str) -> str:
-        token = base64.b64encode(f"acm-control:{self.password(secret)}".encode()).decode()
-        request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+        request = urllib.request.Request(
+            url, headers={"Authorization": basic_authorization(self.password(secret))})
         with urllib.request.urlopen(request, timeout=5) as answer:
             return str(answer.read().decode())
 

@@ -21,7 +21,7 @@ from stacks.render import Rendering
 from tests.cluster.kube import Cluster, readiness
 from tests.conftest import rendering_of
 from tests.engine import Engine
-from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, place_call
+from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, basic_authorization, place_call
 
 pytestmark = pytest.mark.slow
 STACK = "local"
@@ -130,7 +130,7 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
     def account(secret: str) -> str:
         password = base64.b64decode(
             core.read_namespaced_secret(secret, namespace).data["password"]).decode()
-        return "Basic " + base64.b64encode(f"acm-control:{password}".encode()).decode()
+        return basic_authorization(password)
 
     def pod_addresses(name: str) -> list[str]:
         return [p.status.pod_ip for p in core.list_namespaced_pod(

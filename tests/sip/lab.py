@@ -115,11 +115,16 @@ def listening_tcp_ports() -> set[int]:
 LAB_CONTROL_PASSWORD = "lab-control-password-0123"
 
 
+def basic_authorization(password: str, user: str = CONTROL_USER) -> str:
+    """The Authorization header value of the platform's control accounts (OpenSIPS's httpd,
+    HAProxy's stats and metrics: both users are `acm-control`)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def authorized(url: str, data: bytes | None = None, password: str = LAB_CONTROL_PASSWORD
                ) -> urllib.request.Request:
     """A request to a loopback OpenSIPS's httpd with its basic-auth account."""
-    token = base64.b64encode(f"{CONTROL_USER}:{password}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
+    headers = {"Authorization": basic_authorization(password)}
     if data is not None:
         headers["Content-Type"] = "application/json"
     return urllib.request.Request(url, data=data, headers=headers)
