@@ -109,6 +109,12 @@ def opensips_withdrawal_seconds() -> int:
 # externalTrafficPolicy Local checks every few seconds).
 HAPROXY_WITHDRAWAL_SECONDS = 10
 
+# After its withdrawal a stopping HAProxy stops listening and lets the connections it holds
+# finish (soft stop: the image's stop signal is SIGUSR1, as upstream's), for at most this
+# long; then it closes the rest (`hard-stop-after`), inside the pod's grace period.
+HAPROXY_DRAIN_SECONDS = 15
+HAPROXY_GRACE_SECONDS = HAPROXY_WITHDRAWAL_SECONDS + HAPROXY_DRAIN_SECONDS + 5
+
 
 # Descriptors HAProxy keeps beyond two per connection: listeners, health checks of every
 # server slot, resolvers, the stats socket (measured: 42 for the prod config).
@@ -189,6 +195,7 @@ def haproxy_values(args: HaproxyArgs) -> dict[str, Any]:
                          "check_port": args.opensips_ports.proxy_tcp})
     return {
         "max_connections": settings.max_connections,
+        "hard_stop_after": f"{HAPROXY_DRAIN_SECONDS}s",
         "admin_socket": f"{RUN_DIR}/admin.sock",
         "tls_enabled": args.features.sip_tls,
         "sip_tcp_port": settings.ports.sip_tcp,
@@ -274,7 +281,7 @@ class HaproxyTier(pulumi.ComponentResource):
             containers=[container], priority_class=args.priority_class,
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
             replicas=settings.replicas, disruption=settings.pdb,
-            termination_grace_seconds=HAPROXY_WITHDRAWAL_SECONDS + 20,
+            termination_grace_seconds=HAPROXY_GRACE_SECONDS,
             volumes=[
                 {"name": "config", "projected": {"default_mode": 0o440, "sources": [
                     {"config_map": {"name": self.config.name}},
