@@ -70,8 +70,9 @@ def connect(settings: JobSettings) -> Iterator[psycopg.Connection[tuple[object, 
             yield conn
     except psycopg.OperationalError as error:
         raise DatabaseUnavailable(
-            host, port, f"failed during the run ({_first_line(error)}); what was accepted is "
-            "recorded, and the next run resumes from the audit trail") from None
+            host, port, f"failed during the run ({_first_line(error)}); nothing further was "
+            "done, and the next run resumes from the audit trail without sending a period "
+            "twice") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -128,6 +128,11 @@ class ReportRun:
                         extra={"report": period.report, "period": period.label})
             outcome = Outcome(period.label, "busy", detail=str(error))
         except Exception as error:  # every failure is recorded and reported, none escapes
+            if isinstance(error, psycopg.OperationalError) and self.conn.broken:
+                # The database went away (a restart): nothing can be recorded, and every
+                # period after this one would fail the same way. The run ends as a database
+                # failure (exit 3); the next run resumes from what the audit trail holds.
+                raise
             log.error("%s failed: %s", label, error,
                       extra={"report": period.report, "period": period.label})
             outcome = Outcome(period.label, "failed", detail=str(error))

@@ -199,3 +199,74 @@ def breaker_answers_again(platform: Platform, work: Path) -> bool:
     finally:
         platform.redis("DEL", "acm:breaker:open", "acm:breaker:half_open")
     return result.failed == 0 and platform.opensips_statistic("unscreened_calls") >= before + 20
+
+
+def run_report_job(platform: Platform, name: str, secret: dict[str, str],
+                   environment: dict[str, str]) -> None:
+    """The daily report's CronJob template started now (as `kubectl create job --from` does),
+    with its credentials Secret and some variables replaced: where a test serves the
+    regulator's SFTP and API. `secret` holds the files that differ from the deployed Secret."""
+    from kubernetes import client as kube_client
+
+    from components.compliance import SECRET_NAME
+
+    core, batch, namespace = platform.cluster.core(), platform.cluster.batch(), platform.namespace
+    deployed = core.read_namespaced_secret(SECRET_NAME, namespace).data
+    core.create_namespaced_secret(namespace, kube_client.V1Secret(
+        metadata=kube_client.V1ObjectMeta(name=name, namespace=namespace),
+        data={**deployed, **{key: base64.b64encode(value.encode()).decode()
+                             for key, value in secret.items()}}))
+    cron_job = batch.read_namespaced_cron_job("ncc-report-daily", namespace)
+    spec = cron_job.spec.job_template.spec
+    pod = spec.template.spec
+    for volume in pod.volumes:
+        if volume.secret is not None and volume.secret.secret_name == SECRET_NAME:
+            volume.secret.secret_name = name
+    container = pod.containers[0]
+    container.env = [variable for variable in container.env
+                     if variable.name not in environment] + [
+        kube_client.V1EnvVar(name=key, value=value) for key, value in environment.items()]
+    batch.create_namespaced_job(namespace, kube_client.V1Job(
+        metadata=kube_client.V1ObjectMeta(
+            name=name, namespace=namespace,
+            annotations={"cronjob.kubernetes.io/instantiate": "manual"},
+            owner_references=[kube_client.V1OwnerReference(
+                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
+                uid=cron_job.metadata.uid, controller=True)]),
+        spec=spec))
+
+
+def job_finished(platform: Platform, name: str) -> str | None:
+    """"Complete" or "Failed" once the Job has ended, else None."""
+    status = platform.cluster.batch().read_namespaced_job(name, platform.namespace).status
+    return next((c.type for c in status.conditions or []
+                 if c.status == "True" and c.type in ("Complete", "Failed")), None)
+
+
+def job_pods(platform: Platform, name: str) -> list[tuple[int | None, str]]:
+    """Each pod the Job ran, oldest first: its exit code and its log."""
+    core = platform.cluster.core()
+    pods = sorted(core.list_namespaced_pod(platform.namespace,
+                                           label_selector=f"job-name={name}").items,
+                  key=lambda p: p.metadata.creation_timestamp)
+    runs = []
+    for pod in pods:
+        state = pod.status.container_statuses[0].state
+        code = state.terminated.exit_code if state.terminated else None
+        runs.append((code, core.read_namespaced_pod_log(pod.metadata.name, platform.namespace)))
+    return runs
+
+
+def database_query(platform: Platform, query: str) -> list[str]:
+    """Rows of `query` in the platform's database, read in the database stand-in's pod with
+    the account of its mounted Secret."""
+    from kubernetes.stream import stream
+
+    pod = platform.pods("yb-tserver")[0]
+    script = ('PGPASSWORD=$(cat /etc/acm/database/password) psql -h /tmp -p "$ACM_DATABASE_PORT"'
+              ' -U "$(cat /etc/acm/database/username)" -d acm -Atc "$1"')
+    output = stream(platform.cluster.core().connect_get_namespaced_pod_exec,
+                    pod.metadata.name, platform.namespace, container="yb-tserver",
+                    command=["sh", "-c", script, "query", query],
+                    stderr=True, stdin=False, stdout=True, tty=False)
+    return [line for line in str(output).splitlines() if line.strip()]

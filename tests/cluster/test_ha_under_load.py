@@ -9,28 +9,41 @@ prints its count (sent, completed, failed, worst gap, setup time) and asserts it
 3. an engine stand-in container killed: calls fail over to the other engine, none fails, and
    the breaker stays closed (no call goes out unscreened);
 4. the Dragonfly stand-in killed: calls keep completing (a missing breaker store reads as
-   closed), and the breaker works again once it is back.
+   closed), and the breaker works again once it is back;
+5. the database stand-in killed while the daily report's job waits for the regulator's answer
+   to its submission: that run fails loudly (exit 3, one line), Kubernetes's retry of the Job
+   resends the same request, and the regulator holds the period once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 from tests.cluster.faults import (
     Platform,
     breaker_answers_again,
     breaker_keys,
+    database_query,
+    job_finished,
+    job_pods,
     kill_container,
     rollout,
+    run_report_job,
     wait_for,
 )
 from tests.cluster.kube import Cluster
+from tests.cluster.load import NODE_ADDRESS
 from tests.conftest import rendering_of
 from tests.engine import Engine
+from tests.jobs.atrs_standin import AtrsStandin, Fault
+from tests.jobs.servers import sftp_server
 
 pytestmark = pytest.mark.slow
 STACK = "local"
@@ -95,3 +108,68 @@ def test_a_killed_dragonfly_leaves_calls_completing(platform: Platform, tmp_path
     print(f"\n{outcome.row()} | {outcome.notes}")
     assert outcome.load.failed == 0, outcome.row()
     assert breaker_answers_again(platform, tmp_path), "OpenSIPS ignores the breaker store"
+
+
+def test_a_database_restart_during_a_report_run_sends_no_period_twice(platform: Platform,
+                                                                      tmp_path: Path) -> None:
+    """The regulator's SFTP and API stand in on the node's address (reachable from pods; the
+    local network plugin does not enforce the job's egress policy); the job is the CronJob's,
+    with the real image, against the PostgreSQL stand-in, sending for real."""
+    from components.compliance import SECRETS_MOUNT
+    from jobs import settings as job_settings
+
+    license_number = platform.rendering.config.compliance.license_number
+    name = "ncc-report-daily-db-restart"
+    with sftp_server(tmp_path / "sftp", host=NODE_ADDRESS) as sftp, \
+            AtrsStandin(trustme.CA(), tmp_path, license_number=license_number,
+                        sftp_root=sftp.root, host=NODE_ADDRESS) as atrs:
+        # The regulator takes the submission and answers 20 s later: the moment the database
+        # goes, the acceptance cannot be recorded.
+        atrs.fail(Fault("/compliance/reports/daily", delay=20, after=True))
+        restarts = platform.restarts("yb-tserver", "yb-tserver")
+        run_report_job(platform, name, secret={
+            job_settings.ATRS_CLIENT_ID: atrs.client_id,
+            job_settings.ATRS_CLIENT_SECRET: atrs.client_secret,
+            job_settings.SFTP_PRIVATE_KEY: sftp.client_key,
+            job_settings.SFTP_KNOWN_HOSTS: sftp.known_hosts,
+            "atrs-ca.pem": atrs.ca_file.read_text(),
+        }, environment={
+            "NCC_DRY_RUN": "false", "NCC_SFTP_HOST": sftp.host, "NCC_SFTP_PORT": str(sftp.port),
+            "NCC_SFTP_USER": sftp.user, "NCC_SFTP_DIRECTORY": str(sftp.root),
+            "NCC_ATRS_BASE_URL": atrs.base_url, "NCC_ATRS_CA_FILE": f"{SECRETS_MOUNT}/atrs-ca.pem",
+            "NCC_ATRS_TIMEOUT_SECONDS": "40",
+        })
+        try:
+            wait_for(lambda: bool(atrs.accepted), 240, "the job's submission")
+            platform.kill(platform.pods("yb-tserver")[0], "yb-tserver")
+            wait_for(lambda: job_finished(platform, name) is not None, 300, "the Job's end")
+            ended = job_finished(platform, name)
+            runs = job_pods(platform, name)
+            audit = database_query(platform, "SELECT outcome FROM ncc_audit.submissions"
+                                             " ORDER BY submission_id")
+        finally:
+            platform.cluster.batch().delete_namespaced_job(name, platform.namespace,
+                                                           propagation_policy="Background")
+            platform.cluster.core().delete_namespaced_secret(name, platform.namespace)
+        for code, log in runs:
+            print(f"\nexit {code}: " + " | ".join(
+                line for line in log.splitlines() if not line.startswith("{")))
+
+        assert ended == "Complete", runs
+        assert platform.restarts("yb-tserver", "yb-tserver") == restarts + 1
+        (first_code, first_log), (last_code, last_log) = runs[0], runs[-1]
+        assert first_code == 3, first_log
+        complaint = [line for line in first_log.splitlines() if line.startswith("ncc-report:")]
+        assert len(complaint) == 1 and "failed during the run" in complaint[0], first_log
+        assert not any("Traceback" in log for _, log in runs)
+        assert last_code == 0, last_log
+        [accepted] = atrs.accepted  # one submission, whatever was resent
+        assert re.search(rf"^daily {accepted.period}: accepted \(reference "
+                         rf"{re.escape(accepted.reference)}\)$", last_log, re.M), last_log
+        # What the regulator accepted is what its SFTP directory holds, and only that.
+        files = {entry["name"]: entry["sha256"] for entry in accepted.body["files"]}
+        assert {path.name for path in sftp.root.iterdir()} == set(files)
+        for file_name, digest in files.items():
+            assert hashlib.sha256((sftp.root / file_name).read_bytes()).hexdigest() == digest
+        # The lost run's attempt is closed as interrupted; the retry's is the accepted one.
+        assert audit == ["interrupted", "accepted"]

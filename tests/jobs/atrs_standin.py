@@ -53,7 +53,7 @@ class Accepted:
 class AtrsStandin:
     def __init__(self, ca: trustme.CA, directory: Path, *, license_number: str,
                  client_id: str = "acm-client", client_secret: str = "s3cret/+=",
-                 sftp_root: Path | None = None) -> None:
+                 sftp_root: Path | None = None, host: str = "127.0.0.1") -> None:
         self.license_number = license_number
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime = 3600
@@ -71,11 +71,11 @@ class AtrsStandin:
         self.ca_file = directory / "atrs-ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_file))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        ca.issue_cert(host, "localhost").configure_cert(context)
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
-        self.base_url = f"https://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = f"https://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self) -> AtrsStandin:

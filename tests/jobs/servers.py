@@ -96,8 +96,9 @@ def _keygen(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def sftp_server(directory: Path) -> Iterator[SftpServer]:
-    """sshd on a loopback port: key authentication only, SFTP only, a throwaway host key."""
+def sftp_server(directory: Path, host: str = "127.0.0.1") -> Iterator[SftpServer]:
+    """sshd on a port of `host` (loopback unless a test serves pods: the node's bridge
+    address): key authentication only, SFTP only, a throwaway host key."""
     directory.mkdir(parents=True, exist_ok=True)
     host_key, client_key = directory / "host_ed25519", directory / "client_ed25519"
     _keygen(host_key)
@@ -110,7 +111,7 @@ def sftp_server(directory: Path) -> Iterator[SftpServer]:
     port, user = free_port(), getpass.getuser()
     config = directory / "sshd_config"
     config.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {host}
 HostKey {host_key}
 PidFile {directory}/sshd.pid
 AuthorizedKeysFile {authorized}
@@ -131,16 +132,24 @@ LogLevel ERROR
     try:
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 0.5):
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 errors = process.stderr.read() if process.stderr else b""
                 raise RuntimeError(f"sshd did not start: {errors!r}")
             time.sleep(0.05)
         public = host_key.with_suffix(".pub").read_text().split()
-        yield SftpServer("127.0.0.1", port, user, client_key.read_text(),
-                         f"[127.0.0.1]:{port} {public[0]} {public[1]}\n", root,
+        yield SftpServer(host, port, user, client_key.read_text(),
+                         f"[{host}]:{port} {public[0]} {public[1]}\n", root,
                          f"{public[0]} {public[1]}")
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def restart_postgres(server: Postgres) -> None:
+    """Kill the server the way a crashed or evicted pod dies (no clean shutdown) and start it
+    again on the same port: every open connection is lost."""
+    subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(server.data), "-m", "immediate",
+                                 "-l", str(server.data.parent / "server.log"), "-w",
+                                 "restart"]), check=True, capture_output=True)

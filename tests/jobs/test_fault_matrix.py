@@ -9,15 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from jobs import cli
-from tests.jobs.atrs_standin import AtrsStandin
+from tests.jobs.atrs_standin import AtrsStandin, Fault
 from tests.jobs.conftest import Database
 from tests.jobs.crash_at import STEPS
 from tests.jobs.dataset import load_awkward_day
+from tests.jobs.servers import restart_postgres
 
 pytestmark = pytest.mark.slow
 DAY = "2026-11-23"
@@ -89,3 +92,45 @@ def test_killed_run_resumes_to_exactly_one_submission(
     # A third run changes nothing.
     assert cli.main(["daily", "--date", DAY]) == 0
     assert len(atrs.accepted) == 1
+
+
+def test_a_database_restart_during_the_submission_fails_loudly_and_the_next_run_catches_up(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin, remote_dir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The worst moment: the regulator has taken the submission and its answer is on the way
+    when the report database restarts, so the job cannot record the acceptance."""
+    with database.connect() as conn:
+        load_awkward_day(conn)
+        # Durable commits, as a production database has (the test server trades them for
+        # speed): without them the crash also takes the job's last audit rows.
+        conn.execute(f"ALTER DATABASE {database.name} SET synchronous_commit = on")
+    monkeypatch.setenv("NCC_ATRS_TIMEOUT_SECONDS", "20")
+    atrs.fail(Fault("/compliance/reports/daily", delay=5, after=True))
+    exit_codes: list[int] = []
+    first = threading.Thread(target=lambda: exit_codes.append(cli.main(["daily", "--date", DAY])))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not atrs.accepted_for("daily", DAY):
+        assert time.monotonic() < deadline and first.is_alive(), "the job never submitted"
+        time.sleep(0.05)
+    restart_postgres(database.server)
+    first.join(timeout=60)
+
+    assert exit_codes == [cli.EXIT_DATABASE]
+    printed = capsys.readouterr()
+    complaint = [line for line in printed.err.splitlines() if line.startswith("ncc-report:")]
+    assert len(complaint) == 1, printed.err
+    assert (f"the report database at {database.server.host}:{database.server.port} failed "
+            "during the run") in complaint[0]
+    assert "Traceback" not in printed.err + printed.out
+    reference = atrs.accepted_for("daily", DAY)[0].reference
+
+    assert cli.main(["daily", "--date", DAY]) == cli.EXIT_OK
+    assert f"daily {DAY}: accepted (reference {reference})" in capsys.readouterr().out
+    assert len(atrs.accepted) == 1  # the resent request was answered as the original
+    assert complete_or_absent(remote_dir, Path(job_env["NCC_OUT_DIR"])) == []
+    with database.connect() as conn:
+        trail = conn.execute("SELECT outcome, regulator_reference FROM ncc_audit.submissions"
+                             " ORDER BY submission_id").fetchall()
+    assert [row[0] for row in trail] == ["interrupted", "accepted"]
+    assert trail[-1][1] == reference
