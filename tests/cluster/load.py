@@ -91,9 +91,10 @@ class SteadyLoad:
         errors = tuple(line for log in sorted(self.work.glob("*_errors.log"))
                        for line in log.read_text(errors="replace").splitlines()
                        if line.strip() and not line.startswith("The following events"))[:5]
-        if not errors:
+        if not errors and int(last["FailedCall(C)"]):
             # A connection the far end closed or reset is reported on SIPp's stderr only.
-            errors = tuple(line for line in output.splitlines() if line.strip())[-5:]
+            errors = tuple(line for line in output.splitlines()
+                           if line.strip() and not line.startswith("Resolving"))[-5:]
         return LoadResult(
             rate=self.rate, sent=int(last["OutgoingCall(C)"]),
             completed=int(last["SuccessfulCall(C)"]), failed=int(last["FailedCall(C)"]),
