@@ -24,7 +24,7 @@ from pulumi import automation as auto
 
 from components.opensips.config_files import exported_metric
 from stacks.render import Rendering
-from tests.cluster.kube import Cluster, readiness
+from tests.cluster.kube import Cluster, job_of, readiness
 from tests.cluster.load import LoadResult, SteadyLoad
 from tests.conftest import REPO
 from tests.engine import stack_document, write_stack_document
@@ -216,9 +216,8 @@ def run_report_job(platform: Platform, name: str, secret: dict[str, str],
         metadata=kube_client.V1ObjectMeta(name=name, namespace=namespace),
         data={**deployed, **{key: base64.b64encode(value.encode()).decode()
                              for key, value in secret.items()}}))
-    cron_job = batch.read_namespaced_cron_job("ncc-report-daily", namespace)
-    spec = cron_job.spec.job_template.spec
-    pod = spec.template.spec
+    job = job_of(batch.read_namespaced_cron_job("ncc-report-daily", namespace), name)
+    pod = job.spec.template.spec
     for volume in pod.volumes:
         if volume.secret is not None and volume.secret.secret_name == SECRET_NAME:
             volume.secret.secret_name = name
@@ -226,14 +225,7 @@ def run_report_job(platform: Platform, name: str, secret: dict[str, str],
     container.env = [variable for variable in container.env
                      if variable.name not in environment] + [
         kube_client.V1EnvVar(name=key, value=value) for key, value in environment.items()]
-    batch.create_namespaced_job(namespace, kube_client.V1Job(
-        metadata=kube_client.V1ObjectMeta(
-            name=name, namespace=namespace,
-            annotations={"cronjob.kubernetes.io/instantiate": "manual"},
-            owner_references=[kube_client.V1OwnerReference(
-                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
-                uid=cron_job.metadata.uid, controller=True)]),
-        spec=spec))
+    batch.create_namespaced_job(namespace, job)
 
 
 def job_finished(platform: Platform, name: str) -> str | None:

@@ -3,6 +3,7 @@ a rendered object, and whether the stack's workloads are ready (what the provide
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from stacks.render import Rendering
+
+NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ class Cluster:
                 return False
             raise
         return True
+
+
+def job_of(cron_job: Any, name: str, manual: bool = True) -> kube_client.V1Job:
+    """A Job of `cron_job`'s template, owned by it, as `kubectl create job --from=cronjob/...`
+    makes one (`manual`: with its annotation; without, it looks like a scheduled run). The
+    template is a copy: the caller may change it before creating the Job."""
+    return kube_client.V1Job(
+        metadata=kube_client.V1ObjectMeta(
+            name=name, namespace=cron_job.metadata.namespace,
+            annotations={"cronjob.kubernetes.io/instantiate": "manual"} if manual else None,
+            owner_references=[kube_client.V1OwnerReference(
+                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
+                uid=cron_job.metadata.uid, controller=True)]),
+        spec=copy.deepcopy(cron_job.spec.job_template.spec))
 
 
 def readiness(cluster: Cluster, rendering: Rendering) -> list[Readiness]:

@@ -15,9 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.cluster.kube import NODE_ADDRESS
 from tests.sip.lab import CLEAN_NUMBER, SCENARIOS, free_port, sipp
-
-NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
 
 
 def percentile(values: list[float], share: float) -> float:

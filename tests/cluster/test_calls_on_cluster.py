@@ -18,14 +18,13 @@ import pytest
 
 from components.opensips.config_files import exported_metric
 from stacks.render import Rendering
-from tests.cluster.kube import Cluster, readiness
+from tests.cluster.kube import NODE_ADDRESS, Cluster, readiness
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, basic_authorization, place_call
 
 pytestmark = pytest.mark.slow
 STACK = "local"
-NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,7 @@ from tests.cluster.faults import (
     run_report_job,
     wait_for,
 )
-from tests.cluster.kube import Cluster
-from tests.cluster.load import NODE_ADDRESS
+from tests.cluster.kube import NODE_ADDRESS, Cluster
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.jobs.atrs_standin import AtrsStandin, Fault

@@ -10,7 +10,6 @@ HAProxy without backends."""
 from __future__ import annotations
 
 import base64
-import copy
 import re
 import subprocess
 import time
@@ -23,7 +22,7 @@ from kubernetes import client as kube_client
 
 from components.base.kube import CONFIG_HASH_ANNOTATION
 from stacks.render import Rendering
-from tests.cluster.kube import Cluster, readiness
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_of, readiness
 from tests.conftest import REPO, rendering_of
 from tests.engine import Engine
 from tests.smoke.write_plan import longest_gap_seconds
@@ -159,17 +158,10 @@ def test_api_checks_tell_healthy_from_broken(live_stack: tuple[Cluster, Renderin
 
     # The daily report's last run failed: a run the real Job controller fails when it
     # exceeds its deadline (its pod can never be scheduled).
-    cron_job = batch.read_namespaced_cron_job("ncc-report-daily", namespace)
-    template = copy.deepcopy(cron_job.spec.job_template)
-    template.spec.active_deadline_seconds = 2
-    template.spec.template.spec.node_selector = {"acm-platform.ng/no-such-node": "true"}
-    job = kube_client.V1Job(
-        metadata=kube_client.V1ObjectMeta(
-            name="ncc-report-daily-smoke-failed", namespace=namespace,
-            owner_references=[kube_client.V1OwnerReference(
-                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
-                uid=cron_job.metadata.uid, controller=True)]),
-        spec=template.spec)
+    job = job_of(batch.read_namespaced_cron_job("ncc-report-daily", namespace),
+                 "ncc-report-daily-smoke-failed", manual=False)
+    job.spec.active_deadline_seconds = 2
+    job.spec.template.spec.node_selector = {"acm-platform.ng/no-such-node": "true"}
     batch.create_namespaced_job(namespace, job)
     wait_for(lambda: any(c.type == "Failed" and c.status == "True" for c in (
         batch.read_namespaced_job("ncc-report-daily-smoke-failed", namespace)
@@ -190,7 +182,6 @@ def test_api_checks_tell_healthy_from_broken(live_stack: tuple[Cluster, Renderin
     assert not failed(run_smoke(kubeconfig, tmp_path / "restored"))
 
 
-NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
 STOPPED_PIDS = "ps -eo pid=,stat= | awk '$2 ~ /^T/ {print $1}'"
 
 
@@ -341,16 +332,8 @@ def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
     real job image, built in this run, against the PostgreSQL stand-in, in dry run."""
     cluster, rendering, kubeconfig = live_stack
     namespace, batch, core = rendering.config.namespace, cluster.batch(), cluster.core()
-    cron_job = batch.read_namespaced_cron_job("ncc-report-daily", namespace)
-    job = kube_client.V1Job(
-        metadata=kube_client.V1ObjectMeta(
-            name="ncc-report-daily-now", namespace=namespace,
-            annotations={"cronjob.kubernetes.io/instantiate": "manual"},
-            owner_references=[kube_client.V1OwnerReference(
-                api_version="batch/v1", kind="CronJob", name=cron_job.metadata.name,
-                uid=cron_job.metadata.uid, controller=True)]),
-        spec=cron_job.spec.job_template.spec)
-    batch.create_namespaced_job(namespace, job)
+    batch.create_namespaced_job(namespace, job_of(
+        batch.read_namespaced_cron_job("ncc-report-daily", namespace), "ncc-report-daily-now"))
 
     def finished() -> bool:
         conditions = batch.read_namespaced_job("ncc-report-daily-now", namespace).status
