@@ -108,3 +108,17 @@ def test_start_clears_what_an_interrupted_run_left_on_the_host(control_plane: Pa
         assert snapshot() == found
     finally:
         run("start")
+
+
+def test_a_fresh_cluster_gets_empty_volumes(control_plane: Path) -> None:
+    """Each start makes the cluster's PersistentVolumes anew, so what a claim wrote before the
+    stop is gone: a CI run once met the previous module's audit trail in a new database, because
+    the volume folders had been on the host before the cluster's start and outlived its stop."""
+    written = Path("/var/lib/acm-local/volumes/01/left-by-an-earlier-cluster")
+    written.write_text("an audit row\n")
+    run("stop")
+    run("start")
+    assert "Ready" in kubectl("get", "node", "localhost", "--no-headers")
+    assert Path("/var/lib/acm-local/volumes/01").is_dir()
+    assert not written.exists()
+
