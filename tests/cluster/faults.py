@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import re
 import subprocess
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,36 @@ class Platform:
                           stderr=True, stdin=False, stdout=True, tty=False)).strip()
 
 
+# HAProxy's tcplog line: ... Tw/Tc/Tt bytes <termination state> actconn/...; the state's first
+# letter says who ended the session ("C" the client, "S" the server, "-" a normal close).
+HAPROXY_SESSION = re.compile(r" -?\d+/-?\d+/\+?\d+ \+?\d+ (?P<ending>\S\S) ")
+
+
+def connection_endings(platform: Platform, seconds: float) -> dict[str, Any]:
+    """How the last `seconds` of connections ended, as the HAProxy pods logged them, and what
+    OpenSIPS complained about meanwhile: which side closed a failed call's connection."""
+    core, since = platform.cluster.core(), int(seconds) + 1
+    endings: Counter[str] = Counter()
+    unusual: list[str] = []
+    for pod in platform.pods("haproxy"):
+        log = core.read_namespaced_pod_log(pod.metadata.name, platform.namespace,
+                                           container="haproxy", since_seconds=since)
+        for line in log.splitlines():
+            session = HAPROXY_SESSION.search(line)
+            if session is None:
+                continue
+            endings[session["ending"]] += 1
+            if session["ending"] not in ("--", "CD") and len(unusual) < 5:
+                unusual.append(line)
+    complaints = [line for pod in platform.pods("opensips")
+                  for line in core.read_namespaced_pod_log(
+                      pod.metadata.name, platform.namespace, container="opensips",
+                      since_seconds=since).splitlines()
+                  if "ERROR" in line or "CRITICAL" in line][:10]
+    return {"haproxy_endings": dict(endings), "haproxy_unusual": unusual,
+            "opensips_errors": complaints}
+
+
 def rollout(platform: Platform, work: Path, rate: int, seconds: int, part: str) -> Outcome:
     """A config change to `part` ("opensips" or "haproxy") applied with `pulumi up` while calls
     flow: every pod of the part is replaced. The stack is put back afterwards (no load)."""
@@ -148,6 +180,7 @@ def rollout(platform: Platform, work: Path, rate: int, seconds: int, part: str) 
         assert result.summary.result == "succeeded"
         rolled = time.monotonic() - started
         outcome = load.result()
+        endings = connection_endings(platform, load.running_for()) if outcome.failed else {}
     finally:
         if load.process.poll() is None:
             load.process.kill()
@@ -156,7 +189,8 @@ def rollout(platform: Platform, work: Path, rate: int, seconds: int, part: str) 
     assert restored.summary.result == "succeeded"
     wait_for(platform.whole, 180, "the stack back to its own config")
     return Outcome(f"{part} rollout (pulumi up)", outcome,
-                   {"replaced": not (before & after), "rollout_seconds": round(rolled)})
+                   {"replaced": not (before & after), "rollout_seconds": round(rolled),
+                    **endings})
 
 
 def kill_container(platform: Platform, work: Path, rate: int, seconds: int, part: str,
@@ -171,6 +205,7 @@ def kill_container(platform: Platform, work: Path, rate: int, seconds: int, part
         platform.kill(victim, container)
         killed_at = load.running_for()
         outcome = load.result()
+        endings = connection_endings(platform, load.running_for()) if outcome.failed else {}
     finally:
         if load.process.poll() is None:
             load.process.kill()
@@ -179,7 +214,7 @@ def kill_container(platform: Platform, work: Path, rate: int, seconds: int, part
     wait_for(platform.whole, 120, "every workload ready again")
     notes: dict[str, Any] = {"pod": victim.metadata.name, "killed_at_s": round(killed_at, 1),
                              "unscreened": platform.opensips_statistic("unscreened_calls")
-                             - unscreened}
+                             - unscreened, **endings}
     return Outcome(f"{part}/{container} killed", outcome, notes)
 
 

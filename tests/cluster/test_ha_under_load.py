@@ -74,7 +74,7 @@ def test_a_rollout_under_load_fails_no_call(platform: Platform, part: str,
     print(f"\n{outcome.row()} | {outcome.notes}")
     assert outcome.notes["replaced"], f"not every {part} pod was replaced"
     assert outcome.load.sent == RATE * 75
-    assert outcome.load.failed == 0, (outcome.row(), outcome.load.errors)
+    assert outcome.load.failed == 0, (outcome.row(), outcome.load.errors, outcome.notes)
     assert outcome.load.completed == outcome.load.sent, outcome.row()
 
 
@@ -82,7 +82,7 @@ def test_a_killed_opensips_costs_only_its_calls_in_flight(platform: Platform,
                                                           tmp_path: Path) -> None:
     outcome = kill_container(platform, tmp_path, RATE, 30, "opensips", "opensips")
     print(f"\n{outcome.row()} | {outcome.notes} | bound {IN_FLIGHT_BOUND}")
-    assert outcome.load.failed <= IN_FLIGHT_BOUND, outcome.row()
+    assert outcome.load.failed <= IN_FLIGHT_BOUND, (outcome.row(), outcome.notes)
     assert outcome.load.completed + outcome.load.failed == outcome.load.sent
     # Back in rotation: every HAProxy has both OpenSIPS UP again.
     wait_for(lambda: set(platform.haproxy_servers_up().values()) == {
@@ -93,7 +93,7 @@ def test_a_killed_engine_fails_over_with_the_breaker_closed(platform: Platform,
                                                             tmp_path: Path) -> None:
     outcome = kill_container(platform, tmp_path, RATE, 30, "acm-engine", "acm-engine")
     print(f"\n{outcome.row()} | {outcome.notes}")
-    assert outcome.load.failed == 0, outcome.row()
+    assert outcome.load.failed == 0, (outcome.row(), outcome.load.errors, outcome.notes)
     # Screened throughout: the breaker never opened, so no call went out unscreened.
     assert outcome.notes["unscreened"] == 0
     assert breaker_keys(platform) == {key: "0" for key in breaker_keys(platform)}
@@ -105,7 +105,7 @@ def test_a_killed_engine_fails_over_with_the_breaker_closed(platform: Platform,
 def test_a_killed_dragonfly_leaves_calls_completing(platform: Platform, tmp_path: Path) -> None:
     outcome = kill_container(platform, tmp_path, RATE, 30, "dragonfly", "dragonfly")
     print(f"\n{outcome.row()} | {outcome.notes}")
-    assert outcome.load.failed == 0, outcome.row()
+    assert outcome.load.failed == 0, (outcome.row(), outcome.load.errors, outcome.notes)
     assert breaker_answers_again(platform, tmp_path), "OpenSIPS ignores the breaker store"
 
 
