@@ -263,13 +263,6 @@ def run_report_job(platform: Platform, name: str, secret: dict[str, str],
     batch.create_namespaced_job(namespace, job)
 
 
-def job_finished(platform: Platform, name: str) -> str | None:
-    """"Complete" or "Failed" once the Job has ended, else None."""
-    status = platform.cluster.batch().read_namespaced_job(name, platform.namespace).status
-    return next((c.type for c in status.conditions or []
-                 if c.status == "True" and c.type in ("Complete", "Failed")), None)
-
-
 def job_pods(platform: Platform, name: str) -> list[tuple[int | None, str]]:
     """Each pod the Job ran, oldest first: its exit code and its log."""
     core = platform.cluster.core()

@@ -66,6 +66,13 @@ class Cluster:
         return True
 
 
+def job_ending(cluster: Cluster, namespace: str, name: str) -> str | None:
+    """"Complete" or "Failed" once the Job has ended, else None."""
+    status = cluster.batch().read_namespaced_job(name, namespace).status
+    return next((c.type for c in status.conditions or []
+                 if c.status == "True" and c.type in ("Complete", "Failed")), None)
+
+
 def job_of(cron_job: Any, name: str, manual: bool = True) -> kube_client.V1Job:
     """A Job of `cron_job`'s template, owned by it, as `kubectl create job --from=cronjob/...`
     makes one (`manual`: with its annotation; without, it looks like a scheduled run). The

@@ -31,14 +31,13 @@ from tests.cluster.faults import (
     breaker_answers_again,
     breaker_keys,
     database_query,
-    job_finished,
     job_pods,
     kill_container,
     rollout,
     run_report_job,
     wait_for,
 )
-from tests.cluster.kube import NODE_ADDRESS, Cluster
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.jobs.atrs_standin import AtrsStandin, Fault
@@ -141,8 +140,9 @@ def test_a_database_restart_during_a_report_run_sends_no_period_twice(platform: 
         try:
             wait_for(lambda: bool(atrs.accepted), 240, "the job's submission")
             platform.kill(platform.pods("yb-tserver")[0], "yb-tserver")
-            wait_for(lambda: job_finished(platform, name) is not None, 300, "the Job's end")
-            ended = job_finished(platform, name)
+            wait_for(lambda: job_ending(platform.cluster, platform.namespace, name) is not None,
+                     300, "the Job's end")
+            ended = job_ending(platform.cluster, platform.namespace, name)
             runs = job_pods(platform, name)
             audit = database_query(platform, "SELECT outcome FROM ncc_audit.submissions"
                                              " ORDER BY submission_id")

@@ -22,7 +22,7 @@ from kubernetes import client as kube_client
 
 from components.base.kube import CONFIG_HASH_ANNOTATION
 from stacks.render import Rendering
-from tests.cluster.kube import NODE_ADDRESS, Cluster, job_of, readiness
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
 from tests.conftest import REPO, rendering_of
 from tests.engine import Engine
 from tests.smoke.write_plan import longest_gap_seconds
@@ -335,17 +335,12 @@ def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
     batch.create_namespaced_job(namespace, job_of(
         batch.read_namespaced_cron_job("ncc-report-daily", namespace), "ncc-report-daily-now"))
 
-    def finished() -> bool:
-        conditions = batch.read_namespaced_job("ncc-report-daily-now", namespace).status
-        return any(c.status == "True" and c.type in ("Complete", "Failed")
-                   for c in conditions.conditions or [])
-
-    wait_for(finished, timeout=240)
+    wait_for(lambda: job_ending(cluster, namespace, "ncc-report-daily-now") is not None,
+             timeout=240)
     pod = core.list_namespaced_pod(namespace,
                                    label_selector="job-name=ncc-report-daily-now").items[0]
     log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
-    conditions = batch.read_namespaced_job("ncc-report-daily-now", namespace).status.conditions
-    assert any(c.type == "Complete" and c.status == "True" for c in conditions), log
+    assert job_ending(cluster, namespace, "ncc-report-daily-now") == "Complete", log
     assert pod.spec.node_name == "localhost"
     assert pod.status.container_statuses[0].image.startswith("127.0.0.1:5000/acm/ncc-compliance:")
     assert pod.status.container_statuses[0].state.terminated.exit_code == 0, log
