@@ -137,13 +137,22 @@ HAPROXY_SESSION = re.compile(r" -?\d+/-?\d+/\+?\d+ \+?\d+ (?P<ending>\S\S) ")
 def connection_endings(platform: Platform, seconds: float) -> dict[str, Any]:
     """How the last `seconds` of connections ended, as the HAProxy pods logged them, and what
     OpenSIPS complained about meanwhile: which side closed a failed call's connection."""
+    from kubernetes.client.exceptions import ApiException
+
     core, since = platform.cluster.core(), int(seconds) + 1
+
+    def log_of(pod: Any, container: str) -> str:
+        # A container restarting just now has no log to give: say so instead of failing.
+        try:
+            return str(core.read_namespaced_pod_log(pod.metadata.name, platform.namespace,
+                                                    container=container, since_seconds=since))
+        except ApiException as error:
+            return f"ERROR: no log from {pod.metadata.name}: {error.reason}"
+
     endings: Counter[str] = Counter()
     unusual: list[str] = []
     for pod in platform.pods("haproxy"):
-        log = core.read_namespaced_pod_log(pod.metadata.name, platform.namespace,
-                                           container="haproxy", since_seconds=since)
-        for line in log.splitlines():
+        for line in log_of(pod, "haproxy").splitlines():
             session = HAPROXY_SESSION.search(line)
             if session is None:
                 continue
@@ -151,9 +160,7 @@ def connection_endings(platform: Platform, seconds: float) -> dict[str, Any]:
             if session["ending"] not in ("--", "CD") and len(unusual) < 5:
                 unusual.append(line)
     complaints = [line for pod in platform.pods("opensips")
-                  for line in core.read_namespaced_pod_log(
-                      pod.metadata.name, platform.namespace, container="opensips",
-                      since_seconds=since).splitlines()
+                  for line in log_of(pod, "opensips").splitlines()
                   if "ERROR" in line or "CRITICAL" in line][:10]
     return {"haproxy_endings": dict(endings), "haproxy_unusual": unusual,
             "opensips_errors": complaints}
