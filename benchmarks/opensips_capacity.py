@@ -4,10 +4,13 @@ that it repeats, and what happens past it with load shedding.
 Method. OpenSIPS runs on core 0 (`taskset -c 0`); the SIPp caller, the SIPp stand-ins for the
 ACM engine and the media gateway, and Redis run on core 1, so the proxy and its load do not
 take turns on the same cores (the old figures did, and did not repeat). Each path is ramped
-three times, each from a fresh start: coarse steps (x1.25) to the first rate over 0.1 % failed
-(a failing rate is run again and decided by two runs of three), then 5 % steps from the last
-good rate. A ramp's capacity is its highest rate under 0.1 %
-failed; the median of three and the spread ((max - min) / median) are printed, with what
+three times: coarse steps (x1.25) to the first rate over 0.1 % failed (a failing rate is run
+again and decided by two runs of three), then 5 % steps from the last good rate. Every run of a
+rate gets a fresh proxy and fresh stand-ins: past the knee, an unprotected proxy keeps what an
+overloaded run left (INVITE transactions waiting out their timers, dialogs whose BYE was lost,
+retransmissions) and fails the next, lower rate too, which is how the fine steps after a
+failing rate once failed at rates that pass on their own. A ramp's capacity is its highest rate
+under 0.1 % failed; the median of three and the spread ((max - min) / median) are printed, with what
 limited each ramp at its first failing rate (core 0 busy: OpenSIPS's CPU; core 1 busy: the
 generators'; shared memory used).
 
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,36 +201,44 @@ class Lab:
         return Step(rate, ok + failed, failed, proxy_busy, load_busy, used)
 
 
-def passes(lab: Lab, name: str, rate: int, seconds: int) -> tuple[bool, Step]:
+def on_a_fresh_lab(new_lab: Callable[[], Lab], rate: int, seconds: int) -> Step:
+    lab = new_lab()
+    try:
+        return lab.step(rate, seconds)
+    finally:
+        lab.close()
+
+
+def passes(new_lab: Callable[[], Lab], name: str, rate: int, seconds: int) -> tuple[bool, Step]:
     """One rate, decided by two runs out of three: a single hiccup (one burst of
     retransmissions, a stray process on a core) neither passes nor fails a rate on its own.
     A first run under the limit is taken as it is; every run is printed."""
     verdicts: list[bool] = []
-    step = lab.step(rate, seconds)
+    step = on_a_fresh_lab(new_lab, rate, seconds)
     while True:
         report(name, step)
-        time.sleep(2)
         verdicts.append(step.failed_share < FAILED_LIMIT)
         if verdicts == [True] or verdicts.count(True) == 2:
             return True, step
         if verdicts.count(False) == 2:
             return False, step
-        step = lab.step(rate, seconds)
+        step = on_a_fresh_lab(new_lab, rate, seconds)
 
 
-def ramp(lab: Lab, name: str, start: int, seconds: int) -> tuple[int, Step | None]:
-    """Capacity of one fresh proxy: coarse steps (x1.25) to the first rate that fails twice,
+def ramp(new_lab: Callable[[], Lab], name: str, start: int,
+         seconds: int) -> tuple[int, Step | None]:
+    """One ramp's capacity: coarse steps (x1.25) to the first rate that fails twice,
     then 5 % steps from the last good one. Returns (capacity, the first failing step)."""
     good, failing, rate = 0, None, start
     while failing is None:
-        ok, step = passes(lab, name, rate, seconds)
+        ok, step = passes(new_lab, name, rate, seconds)
         if ok:
             good, rate = rate, int(rate * 1.25)
         else:
             failing = step
     rate = int(good * 1.05)
     while good and rate < failing.rate:
-        ok, step = passes(lab, name, rate, seconds)
+        ok, step = passes(new_lab, name, rate, seconds)
         if not ok:
             failing = step
             break
@@ -244,7 +256,7 @@ WORKERS = 8  # staging and prod run 8 (up to 16): a worker waits on each Dragonf
 
 
 def screened_config(work: Path, ports: Ports, ceiling: int) -> Path:
-    directory = work / f"screened-{ports.sip}"
+    directory = work / f"screened-{ports.sip}-{time.monotonic_ns()}"
     directory.mkdir()
     # The CPU limit stack validation asks for this ceiling (OpenSIPS still runs on one core).
     local = rendering_of("local").config.opensips.resources
@@ -259,7 +271,7 @@ def screened_config(work: Path, ports: Ports, ceiling: int) -> Path:
 
 
 def relay_config(work: Path, ports: Ports) -> Path:
-    path = work / f"relay-{ports.sip}.cfg"
+    path = work / f"relay-{ports.sip}-{time.monotonic_ns()}.cfg"
     path.write_text(PLAIN_RELAY.format(modules=opensips_modules(), sip=ports.sip,
                                        http=ports.http, gateway=ports.gateway))
     return path
@@ -267,16 +279,19 @@ def relay_config(work: Path, ports: Ports) -> Path:
 
 def capacity(path: str, runs: int, seconds: int, work: Path) -> list[int]:
     found = []
-    for run in range(1, runs + 1):
+    labs = 0
+
+    def new_lab() -> Lab:
+        nonlocal labs
+        labs += 1
         ports = Ports()
         config = (screened_config(work, ports, UNLIMITED) if path == "screened"
                   else relay_config(work, ports))
+        return Lab(f"{path}-{labs}", config, ports, work, engine=path == "screened")
+
+    for run in range(1, runs + 1):
         print(f"  {path}, ramp {run} of {runs}:", flush=True)
-        lab = Lab(f"{path}-{run}", config, ports, work, engine=path == "screened")
-        try:
-            good, failing = ramp(lab, path, START[path], seconds)
-        finally:
-            lab.close()
+        good, failing = ramp(new_lab, path, START[path], seconds)
         limit = failing.limit() if failing else "none reached"
         print(f"  {path} ramp {run}: {good} CPS; limited at {failing.rate if failing else '-'} "
               f"CPS by {limit}", flush=True)
@@ -298,7 +313,8 @@ def overload(capacity: int, ceiling: int, factors: list[int], seconds: int,
         for factor in factors:
             offered_rate = capacity * factor
             shed_before = statistic(ports.http, "acm_shed_calls_total")
-            stats, _, run = lab.offer(offered_rate, seconds, "caller_sheddable.xml")
+            stats, (proxy_busy, load_busy), run = lab.offer(offered_rate, seconds,
+                                                    "caller_sheddable.xml")
             shed = statistic(ports.http, "acm_shed_calls_total") - shed_before
             ok, failed = int(stats["SuccessfulCall(C)"]), int(stats["FailedCall(C)"])
             offered = ok + failed
@@ -316,7 +332,8 @@ def overload(capacity: int, ceiling: int, factors: list[int], seconds: int,
                 f"{completed:7d} ({per_second:7.0f}/s, {100 * per_second / capacity:5.1f} % of "
                 f"capacity) | shed {shed:7d} | failed {failed:5d} | setup p50 "
                 f"{percentile(setup, 0.5):6.1f} ms p95 {percentile(setup, 0.95):6.1f} ms p99 "
-                f"{percentile(setup, 0.99):6.1f} ms | retransmissions {retransmissions}")
+                f"{percentile(setup, 0.99):6.1f} ms | retransmissions {retransmissions} | "
+                f"core 0 {100 * proxy_busy:3.0f} %, core 1 {100 * load_busy:3.0f} %")
             print(rows[-1], flush=True)
             time.sleep(3)
     finally:
