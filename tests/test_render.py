@@ -80,3 +80,19 @@ def test_acmctl_render_refuses_bad_config_and_writes_nothing(tmp_path: Path) -> 
 def test_all_stack_files_exist() -> None:
     for stack in STACKS:
         assert Path(f"Pulumi.{stack}.yaml").exists()
+
+
+def test_the_shedding_pipe_admits_a_tenth_of_the_ceiling_every_tenth_of_a_second(
+        prod: Rendering) -> None:
+    from components.opensips.settings import LoadShedding
+
+    ceiling = prod.config.opensips.load_shedding.calls_per_second
+    config = prod.rendered_files()["opensips.cfg"]
+    assert "$var(shed_slot) = $Tsm / 100000;" in config
+    assert f'rl_check("shed:$Ts:$var(shed_slot)", {ceiling // 10}, "TAILDROP")' in config
+    assert "maxbuffer = 4194304" in config
+    # Below 100 calls a second a tenth would round too coarsely: one 1-second window.
+    small = LoadShedding(calls_per_second=20)
+    assert (small.slots_per_second, small.calls_per_slot) == (1, 20)
+    odd = LoadShedding(calls_per_second=675)
+    assert (odd.slots_per_second, odd.calls_per_slot) == (10, 67)

@@ -13,6 +13,7 @@ from typing import Any
 
 from components.base.templating import render
 from components.opensips.args import OpenSipsArgs
+from components.opensips.settings import UDP_RECEIVE_BUFFER_BYTES
 
 SIDECAR_SCRIPT = Path(__file__).resolve().parent / "dispatcher_sync.py"
 ACTIVE_SET = 1
@@ -145,7 +146,9 @@ def opensips_values(
         # Failures older than this no longer count towards opening the breaker.
         "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
         "breaker_store_retry_seconds": BREAKER_STORE_RETRY_SECONDS,
-        "shed_calls_per_second": settings.load_shedding.calls_per_second,
+        "shed_calls_per_slot": settings.load_shedding.calls_per_slot,
+        "shed_slot_microseconds": 1_000_000 // settings.load_shedding.slots_per_second,
+        "udp_receive_buffer_bytes": UDP_RECEIVE_BUFFER_BYTES,
         "shed_retry_after_seconds": settings.load_shedding.retry_after_seconds,
         "flood_limit": settings.flood_protection.requests_per_second,
         "trunk_flood_limit": settings.flood_protection.trunk_requests_per_second,
