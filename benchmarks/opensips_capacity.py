@@ -40,7 +40,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.opensips.settings import SCREENED_CPS_PER_CORE, FloodProtection, LoadShedding
+from components.opensips.settings import (
+    SCREENED_CPS_PER_CORE,
+    UDP_RECEIVE_BUFFER_BYTES,
+    FloodProtection,
+    LoadShedding,
+)
 from tests.conftest import rendering_of
 from tests.sip.lab import (
     CALLER_ADDRESS,
@@ -66,9 +71,11 @@ UNLIMITED = 64 * SCREENED_CPS_PER_CORE
 TRUNK = FloodProtection(requests_per_second=30, trunk_requests_per_second=UNLIMITED)
 START = {"relay": 1000, "screened": 400}
 
+# The same UDP receive buffer as the screened config's, so that the ratio compares the work.
 PLAIN_RELAY = """
 mpath = "{modules}"
 log_level = 2
+maxbuffer = {receive_buffer}
 udp_workers = 8
 socket = udp:127.0.0.1:{sip}
 loadmodule "proto_udp.so"
@@ -273,6 +280,7 @@ def screened_config(work: Path, ports: Ports, ceiling: int) -> Path:
 def relay_config(work: Path, ports: Ports) -> Path:
     path = work / f"relay-{ports.sip}-{time.monotonic_ns()}.cfg"
     path.write_text(PLAIN_RELAY.format(modules=opensips_modules(), sip=ports.sip,
+                                       receive_buffer=UDP_RECEIVE_BUFFER_BYTES,
                                        http=ports.http, gateway=ports.gateway))
     return path
 

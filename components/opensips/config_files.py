@@ -147,7 +147,11 @@ def opensips_values(
         "breaker_failure_window_seconds": max(60, 2 * breaker.open_seconds),
         "breaker_store_retry_seconds": BREAKER_STORE_RETRY_SECONDS,
         "shed_calls_per_slot": settings.load_shedding.calls_per_slot,
-        "shed_slot_microseconds": 1_000_000 // settings.load_shedding.slots_per_second,
+        # One pipe per slot, named by the slot; unslotted, one pipe whose counter ratelimit's
+        # 1-second timer resets (a pipe named by the second would also be reset mid-second by
+        # that timer, and admit up to twice its limit).
+        "shed_slot_microseconds": (1_000_000 // settings.load_shedding.slots_per_second
+                                   if settings.load_shedding.slots_per_second > 1 else None),
         "udp_receive_buffer_bytes": UDP_RECEIVE_BUFFER_BYTES,
         "shed_retry_after_seconds": settings.load_shedding.retry_after_seconds,
         "flood_limit": settings.flood_protection.requests_per_second,

@@ -97,7 +97,9 @@ class LoadShedding(Model):
         the calls admitted in a second arrived together at its start, at the offered rate: at
         twice the capacity, a burst at twice the capacity for half a second (benchmark: admitted
         setup p95 428 ms, against 68 ms in slots). Below 100 calls a second a tenth rounds too
-        coarsely, and one window is kept."""
+        coarsely, and one window is kept. ratelimit's 1-second timer also resets the pipe of
+        the slot it falls in: that slot may admit up to twice its tenth (at most 10 % over the
+        ceiling in that second)."""
         return SHED_SLOTS_PER_SECOND if self.calls_per_second >= 10 * SHED_SLOTS_PER_SECOND \
             else 1
 
