@@ -105,7 +105,8 @@ class LoadShedding(Model):
 
     @property
     def calls_per_slot(self) -> int:
-        # Rounded down: a pod admits at most its ceiling (at least 90 % of it from 100 up).
+        # Rounded down, so that the slots add up to no more than the ceiling (at least 90 % of
+        # it from 100 up); the timer's slot aside (see slots_per_second).
         return self.calls_per_second // self.slots_per_second
 
 
