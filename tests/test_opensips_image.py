@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from components.base.images import content_tag, third_party_folder
 from components.opensips.config_files import IMAGE_MODULE_PATH
 from components.opensips.modules import (
     BUILT_IN,
     OPENSIPS_IMAGE,
+    PATCHES,
+    PatchSeriesError,
     opensips_build_args,
+    patch_series,
     source_pins,
     template_modules,
 )
@@ -114,3 +120,39 @@ def test_the_content_tag_follows_the_dockerfile_and_the_module_list(tmp_path: Pa
     assert content_tag(tmp_path, OPENSIPS_IMAGE.inputs, fewer) != before
     (tmp_path / "images" / "opensips" / "Dockerfile").write_text(DOCKERFILE.read_text() + "#\n")
     assert content_tag(tmp_path, OPENSIPS_IMAGE.inputs, arguments) != before
+
+
+def test_the_patch_series_is_checked_against_its_sha256_lines(tmp_path: Path) -> None:
+    patches = patch_series()
+    assert [path.name for path in patches] == [
+        "0001-proxy_protocol-parse-the-PROXY-header-per-connection.patch"]
+    for path in patches:
+        shutil.copy(path, tmp_path / path.name)
+    shutil.copy(PATCHES / "series", tmp_path / "series")
+    assert [path.name for path in patch_series(tmp_path)] == [path.name for path in patches]
+    # A patch changed without its series line fails the build, naming both.
+    edited = tmp_path / patches[0].name
+    edited.write_text(edited.read_text() + "\n")
+    with pytest.raises(PatchSeriesError, match=f"{patches[0].name} has sha256 .* but"):
+        patch_series(tmp_path)
+    shutil.copy(patches[0], edited)
+    # So does a patch file the series does not list.
+    (tmp_path / "0002-unlisted.patch").write_text("")
+    with pytest.raises(PatchSeriesError, match=r"0002-unlisted\.patch .* not in its series"):
+        patch_series(tmp_path)
+
+
+def test_both_builds_apply_the_same_series() -> None:
+    # The image build carries the series' patches in order, with their sha256; the tests'
+    # build asks the same module for the same checked files.
+    args = opensips_build_args()
+    expected = "".join(path.read_bytes().decode() for path in patch_series())
+    assert args["OPENSIPS_PATCHES"] == expected
+    assert args["OPENSIPS_PATCHES_SHA256"] == hashlib.sha256(expected.encode()).hexdigest()
+    dockerfile = (REPO / "images" / "opensips" / "Dockerfile").read_text()
+    assert 'sha256sum -c' in dockerfile and "patch -p1 --batch --forward <../patches" in dockerfile
+    listed = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m",
+                             "components.opensips.modules", "patches"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == [str(path) for path in patch_series()]
+    assert "-m components.opensips.modules patches" in (REPO / "scripts" / "opensips").read_text()
