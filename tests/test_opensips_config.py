@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from stacks.render import Rendering
+from tests.conftest import render_modified
 
 REQUIRED_MODULES = {"proto_udp", "proto_tcp", "dispatcher", "load_balancer", "cachedb_redis",
                     "dialog", "ratelimit", "httpd", "mi_http", "prometheus", "tm", "rr", "maxfwd",
@@ -89,3 +90,28 @@ def test_a_misspelt_failure_route_is_caught(prod: Rendering) -> None:
     broken = opensips_cfg(prod).replace('t_on_failure("gateway_failover");',
                                         't_on_failure("gw_failover");', 1)
     assert undefined_routes(broken) == ["failure_route[gw_failover]"]
+
+
+def test_tcp_io_threads_are_set_never_left_to_the_nodes_cpu_count(any_stack: Rendering) -> None:
+    # Unset, OpenSIPS starts one I/O thread per CPU of the node, not of the pod.
+    config = opensips_cfg(any_stack)
+    assert re.search(rf"^tcp_threads = {any_stack.config.opensips.tcp_threads}$", config, re.M)
+    assert any_stack.config.opensips.tcp_threads <= any_stack.config.opensips.limit_cores
+    # The listen queue is set too: OpenSIPS's default of 10 dropped connections in a burst.
+    assert re.search(r"^tcp_socket_backlog = 4096$", config, re.M)
+
+
+def test_tcp_io_threads_follow_the_setting() -> None:
+    rendering = render_modified("prod", "opensips.tcpIoThreads", 2)
+    assert re.search(r"^tcp_threads = 2$", opensips_cfg(rendering), re.M)
+
+
+def test_the_evidence_headers_are_the_proxys_alone(any_stack: Rendering) -> None:
+    config = opensips_cfg(any_stack)
+    main_route = config.split("\nroute {", 1)[1].split("\n}\n", 1)[0]
+    # Removed from every request on entry (any case: remove_hf_re compiles with REG_ICASE),
+    # before anything reads or adds them; the engine's copy then gets the proxy's own.
+    assert main_route.index('remove_hf_re("^X-ACM-");') < main_route.index("has_totag()")
+    engine_branch = config.split("branch_route[to_engine] {", 1)[1].split("\n}", 1)[0]
+    assert 'append_hf("X-ACM-Caller-IP: $avp(caller_ip)\\r\\n");' in engine_branch
+    assert 'append_hf("X-ACM-Caller-Port: $avp(caller_port)\\r\\n");' in engine_branch

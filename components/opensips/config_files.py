@@ -46,6 +46,14 @@ STATISTICS = {
     "shed_calls": "acm_shed_calls_total",
 }
 PROMETHEUS_PREFIX = "opensips"
+# What the proxy tells the engine about the call's true source (the engine's copy only). Every
+# header under the prefix is the proxy's alone: the ones a caller sends are removed on entry,
+# so that a caller cannot choose the address it is screened as.
+EVIDENCE_HEADER_PREFIX = "X-ACM-"
+EVIDENCE_HEADERS = {
+    "caller_ip": f"{EVIDENCE_HEADER_PREFIX}Caller-IP",
+    "caller_port": f"{EVIDENCE_HEADER_PREFIX}Caller-Port",
+}
 # After the breaker store did not answer, calls skip it (breaker read as CLOSED) this long.
 BREAKER_STORE_RETRY_SECONDS = 2
 # The httpd's basic-auth account (MI and metrics). Its credentials live in a Secret that is
@@ -55,6 +63,11 @@ CONTROL_USER = "acm-control"
 CONTROL_REALM = "ACM OpenSIPS"
 HTTPD_CREDENTIALS_FILE = "httpd-auth.cfg"
 SIDECAR_PASSWORD_FILE = "/opt/dispatcher-sync/mi-password"
+# The listen queue of OpenSIPS's TCP and TLS sockets. OpenSIPS's default is 10: with 64 callers
+# connecting through HAProxy at once, the kernel dropped the connections past it, and 54 of
+# 5,000 calls were closed by the server before a byte was read (HAProxy `SD`, connect 1 s).
+# The kernel caps it at the node's net.core.somaxconn (4096 by default since Linux 5.4).
+TCP_SOCKET_BACKLOG = 4096
 
 
 def exported_metric(statistic: str) -> str:
@@ -124,6 +137,8 @@ def opensips_values(
         # OpenSIPS refuses a profile whose floor equals its ceiling: fixed workers then.
         "udp_autoscale": settings.max_udp_workers > settings.udp_workers,
         "tcp_workers": settings.tcp_workers,
+        "tcp_threads": settings.tcp_threads,
+        "tcp_socket_backlog": TCP_SOCKET_BACKLOG,
         "http_port": ports.http,
         "httpd_credentials_file": HTTPD_CREDENTIALS_FILE,
         "db_url": f"text://{db_dir}",
@@ -159,6 +174,10 @@ def opensips_values(
         "trunk_cidrs": list(args.sip_peer_cidrs),
         "statistics": STATISTICS,
         "prometheus_prefix": PROMETHEUS_PREFIX,
+        "evidence_headers": EVIDENCE_HEADERS,
+        # remove_hf_re matches names in any case (REG_ICASE); remove_hf_glob, as built, only
+        # in the case written (no FNM_CASEFOLD): `x-acm-caller-ip` passed it to the engine.
+        "evidence_header_pattern": f"^{EVIDENCE_HEADER_PREFIX}",
     }
 
 
