@@ -8,6 +8,7 @@ There is no skip here: a missing binary is a failure that says to run the set-up
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import socket
 import subprocess
@@ -199,6 +200,51 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
     path = directory / "opensips.cfg"
     path.write_text(render("opensips.cfg.j2", **values))
     return path
+
+
+def loopback_haproxy(stack: str, frontends: dict[str, int], backends: dict[str, int],
+                     check_port: int | None = None) -> str:
+    """`stack`'s rendered haproxy.cfg on loopback: its global and defaults sections, the named
+    frontends bound to 127.0.0.1 on their ports, the named backends with one server,
+    127.0.0.1 on its port, keeping every option of the rendered server line (send-proxy, the
+    checks), with `check_port` for a check the rendered line sends to another port; nothing
+    else (no admin socket, no cluster DNS)."""
+    rendered = rendering_of(stack).rendered_files()["haproxy.cfg"]
+    sections: list[list[str]] = []
+    for line in rendered.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+    kept: list[str] = []
+    for section in sections:
+        kind, _, name = section[0].partition(" ")
+        if kind == "global":
+            # No admin socket; at most 4,000 connections (the local stack's), which the test
+            # process's open-file limit allows (prod's 20,000 does not, and HAProxy would exit).
+            kept += [re.sub(r"maxconn \d+", f"maxconn {min(maxconn(line), 4000)}", line)
+                     for line in section if "stats socket" not in line]
+        elif kind == "defaults":
+            kept += section
+        elif kind == "frontend" and name in frontends:
+            kept += [f"    bind 127.0.0.1:{frontends[name]}" if line.strip().startswith("bind ")
+                     else line for line in section]
+        elif kind == "backend" and name in backends:
+            for line in section:
+                if line.strip().startswith("server-template "):
+                    options = line.split(" init-addr none", 1)[1]
+                    if check_port is not None:
+                        options = re.sub(r" port \d+", f" port {check_port}", options)
+                    line = f"    server opensips1 127.0.0.1:{backends[name]}{options}"
+                kept.append(line)
+    missing = (set(frontends) | set(backends)) - {s[0].partition(" ")[2] for s in sections}
+    assert not missing, f"{stack}'s haproxy.cfg has no section {sorted(missing)}"
+    return "\n".join(kept) + "\n"
+
+
+def maxconn(line: str) -> int:
+    found = re.search(r"maxconn (\d+)", line)
+    return int(found.group(1)) if found else 0
 
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import rendering_of
 from tests.sip.lab import (
     CALLER_ADDRESS,
     CLEAN_NUMBER,
@@ -25,6 +24,7 @@ from tests.sip.lab import (
     check_config,
     free_port,
     loopback_config,
+    loopback_haproxy,
     place_call,
     statistic,
     wait_for_port,
@@ -90,20 +90,10 @@ def test_calls_complete_unscreened_when_the_engine_is_gone(lab: Lab) -> None:
 def test_the_engine_is_told_the_caller_behind_haproxy(lab: Lab, tmp_path: Path) -> None:
     haproxy = shutil.which("haproxy")
     assert haproxy, "haproxy is not installed: run ./scripts/setup"
-    rendered = rendering_of("local").rendered_files()["haproxy.cfg"]
     front_port = free_port()
-    config = rendered.split("\nfrontend sip_tcp", 1)[0]
-    config += (
-        f"\nfrontend sip_tcp\n    bind 127.0.0.1:{front_port}\n"
-        "    default_backend opensips_sip_tcp\n"
-        "\nbackend opensips_sip_tcp\n    balance leastconn\n    stick-table type ip size 1k\n"
-        "    stick on src\n"
-        f"    server opensips1 127.0.0.1:{lab.ports.proxy} send-proxy\n"
-    )
-    config = config.replace("stats socket", "# stats socket").replace(
-        "maxconn 20000", "maxconn 1000")
     path = tmp_path / "haproxy.cfg"
-    path.write_text(config)
+    path.write_text(loopback_haproxy("local", {"sip_tcp": front_port},
+                                     {"opensips_sip_tcp": lab.ports.proxy}))
     lab.processes.start("haproxy", [haproxy, "-db", "-f", str(path)])
     wait_for_port(front_port)
     # A TCP connection of the call's own that listens nowhere (`tn`): the gateway's BYE can
@@ -170,16 +160,10 @@ def test_the_engine_is_told_the_caller_behind_haproxy_over_tls(tmp_path: Path) -
         processes.start_opensips("opensips", config)
         wait_for_port(ports.http)
         # The rendered HAProxy front door, TLS passed through with the PROXY header.
-        rendered = rendering_of("prod").rendered_files()["haproxy.cfg"]
         front = free_port()
-        haproxy_config = rendered.split("\nfrontend sip_tcp", 1)[0].replace(
-            "stats socket", "# stats socket").replace("maxconn 20000", "maxconn 1000")
-        haproxy_config += (
-            f"\nfrontend sip_tls\n    bind 127.0.0.1:{front}\n"
-            "    default_backend opensips_sip_tls\n"
-            "\nbackend opensips_sip_tls\n    balance leastconn\n"
-            f"    server opensips1 127.0.0.1:{ports.proxy_tls} send-proxy\n")
-        (tmp_path / "haproxy.cfg").write_text(haproxy_config)
+        (tmp_path / "haproxy.cfg").write_text(loopback_haproxy(
+            "prod", {"sip_tls": front}, {"opensips_sip_tls": ports.proxy_tls},
+            check_port=ports.proxy))
         processes.start("haproxy", [haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")])
         wait_for_port(front)
         time.sleep(1)
