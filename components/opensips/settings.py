@@ -84,10 +84,10 @@ UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
 # OpenSIPS's TCP I/O threads unless a stack says otherwise (benchmarks/proxy_protocol_callers.py,
-# calls each on its own TCP connection through HAProxy, 2 cores): with 1 thread, 0 of 60,000
-# calls lost at 979 calls/s; with 2 or 8 threads, slower (736-746/s) and 1-5 of every 20,000
-# calls never got the final answer OpenSIPS counted as sent (a race in 4.0.1's threaded TCP
-# writes, not yet found; the PROXY-header race is patched, images/opensips/patches).
+# calls each on its own TCP connection through HAProxy, 2 cores): with 1 thread, 0 of 100,000
+# calls lost at 1,747 calls/s; with 8 threads, 1,244/s and 61 of 100,000 calls never got the
+# final answer OpenSIPS counted as sent (2 threads: 3 of 20,000), a race in 4.0.1's threaded
+# TCP writes, not yet found (the PROXY-header race is patched, images/opensips/patches).
 DEFAULT_TCP_IO_THREADS = 1
 
 

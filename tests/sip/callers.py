@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import subprocess
 import sys
@@ -100,8 +101,12 @@ class Call:
     strangers: tuple[str, ...] = ()  # Call-IDs of other calls' answers that came here
 
 
+def sip_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
 def invite(call_id: str, source: tuple[str, int], transport: str, forged: list[str]) -> bytes:
-    host, port = source
+    host, port = sip_host(source[0]), source[1]
     return ("\r\n".join([
         f"INVITE sip:{FRAUD_NUMBER}@opensips.invalid SIP/2.0",
         f"Via: SIP/2.0/{transport.upper()} {host}:{port};branch=z9hG4bK-{call_id};rport",
@@ -116,7 +121,7 @@ def invite(call_id: str, source: tuple[str, int], transport: str, forged: list[s
 
 
 def ack(call_id: str, source: tuple[str, int], transport: str, to_tag: str) -> bytes:
-    host, port = source
+    host, port = sip_host(source[0]), source[1]
     return ("\r\n".join([
         f"ACK sip:{FRAUD_NUMBER}@opensips.invalid SIP/2.0",
         f"Via: SIP/2.0/{transport.upper()} {host}:{port};branch=z9hG4bK-{call_id};rport",
@@ -181,6 +186,26 @@ async def one_call(index: int, host: str, port: int, transport: str,
             await writer.wait_closed()
 
 
+async def proxied_call(index: int, port: int, proxy_header: str, claimed: tuple[str, int],
+                       timeout: float = 10.0) -> Call:
+    """One call written straight to OpenSIPS's PROXY socket on `port`, behind `proxy_header`
+    (what HAProxy would send, e.g. a TCP6 line), claiming `claimed` as its source."""
+    call_id = f"{uuid.uuid4().hex}-proxied@callers.invalid"
+    strangers: list[str] = []
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(proxy_header.encode() + invite(call_id, claimed, "tcp", []))
+        await writer.drain()
+        status, to_tag = await asyncio.wait_for(final_answer(reader, call_id, strangers),
+                                                timeout)
+        writer.write(ack(call_id, claimed, "tcp", to_tag))
+        await writer.drain()
+        return Call(index, call_id, claimed, status, strangers=tuple(strangers))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def place_calls(count: int, concurrency: int, host: str, port: int, transport: str,
                       tls: ssl.SSLContext | None, forged: list[str],
                       timeout: float) -> list[Call]:
@@ -211,6 +236,14 @@ def read_engine_record(path: Path) -> dict[str, tuple[str, str, str]]:
     return seen
 
 
+def same_address(written: str, expected: str) -> bool:
+    """OpenSIPS writes IPv6 addresses in its own form (upper case, uncompressed)."""
+    try:
+        return ipaddress.ip_address(written) == ipaddress.ip_address(expected)
+    except ValueError:
+        return False
+
+
 def tally_of(transport: str, calls: list[Call], seen: dict[str, tuple[str, str, str]],
              opensips_log: str, seconds: float) -> Tally:
     tally = Tally(transport, len(calls), seconds)
@@ -238,7 +271,7 @@ def tally_of(transport: str, calls: list[Call], seen: dict[str, tuple[str, str, 
             tally.note(f"call {call.index} from {call.source}: the engine got "
                        f"X-ACM-Caller-IP {caller_ip!r}, X-ACM-Caller-Port {caller_port!r}"
                        f"{', and ' + others if others else ''}")
-        elif (caller_ip, caller_port) != (call.source[0], str(call.source[1])):
+        elif not same_address(caller_ip, call.source[0]) or caller_port != str(call.source[1]):
             tally.wrong_address += 1
             tally.note(f"call {call.index} from {call.source[0]}:{call.source[1]} reached the "
                        f"engine as {caller_ip}:{caller_port}")
@@ -317,6 +350,22 @@ class CallerLab:
         self.processes.stop("engine")
         return tally_of(transport, calls, read_engine_record(self.engine_record),
                         self.opensips_log.read_text(errors="replace"), seconds)
+
+    def proxied(self, headers: list[tuple[str, tuple[str, int]]]) -> Tally:
+        """Calls each written straight to the PROXY socket behind its own header line, with the
+        source that header claims; one lab serves one such run."""
+        started = time.monotonic()
+
+        async def all_calls() -> list[Call]:
+            return [await proxied_call(index, self.ports.proxy, line, claimed)
+                    for index, (line, claimed) in enumerate(headers)]
+
+        calls = asyncio.run(all_calls())
+        time.sleep(0.5)
+        self.processes.stop("engine")
+        return tally_of("tcp", calls, read_engine_record(self.engine_record),
+                        self.opensips_log.read_text(errors="replace"),
+                        time.monotonic() - started)
 
     def stop(self) -> None:
         self.processes.stop_all()

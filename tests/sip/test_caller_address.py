@@ -96,3 +96,18 @@ def test_a_callers_own_evidence_headers_never_reach_the_engine(deployed_lab: Cal
     # the proxy's (its caller's true source), and no other X-ACM-* header.
     assert tally.failures == 0, evidence_failures(tally)
     assert tally.answered[603] == 500
+
+
+def test_an_ipv4_mapped_tcp6_header_names_the_ipv4_caller(deployed_lab: CallerLab) -> None:
+    # A dual-stack HAProxy bind writes an IPv4 caller as ::ffff:a.b.c.d in a TCP6 line, which
+    # OpenSIPS 4.0.1 could not parse (the patch reads it as the IPv4 address); a plain IPv6
+    # caller keeps its address.
+    port = deployed_lab.ports.proxy
+    tally = deployed_lab.proxied([
+        (f"PROXY TCP6 ::ffff:127.101.7.8 ::ffff:127.0.0.1 40123 {port}\r\n",
+         ("127.101.7.8", 40123)),
+        (f"PROXY TCP6 2001:db8::7 2001:db8::1 40124 {port}\r\n", ("2001:db8::7", 40124)),
+        (f"PROXY TCP4 127.101.7.9 127.0.0.1 40125 {port}\r\n", ("127.101.7.9", 40125)),
+    ])
+    assert tally.failures == 0, evidence_failures(tally)
+    assert tally.answered[603] == 3
