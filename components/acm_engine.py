@@ -8,7 +8,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
-from components.base.images import part_image
+from components.base.images import ImageSource
 from components.base.settings import (
     Autoscaling,
     Disruption,
@@ -57,7 +57,10 @@ class AcmEngineConfig(Model):
 
 
 class AcmEngineArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str
@@ -137,8 +140,8 @@ class AcmEngine(pulumi.ComponentResource):
             "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
         }
         if settings.stand_in:
-            container["image"] = part_image(f"{name}-stand-in-image", SIP_STAND_IN_IMAGE,
-                                            settings.image, settings.image_build, self)
+            container["image"] = args.images.image(SIP_STAND_IN_IMAGE, settings.image,
+                                                   settings.image_build)
             container["args"] = ["engine", "--sip-port", str(settings.sip_port),
                                  "--http-port", str(settings.http_port)]
         spec = DeploymentSpec(

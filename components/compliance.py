@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.images import JOB_IMAGE, ImageSource
 from components.base.settings import (
     AbsolutePath,
     CronSchedule,
@@ -132,7 +133,10 @@ class ComplianceConfig(Model):
 
 
 class ComplianceJobsArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str
@@ -144,7 +148,6 @@ class ComplianceJobsArgs(BaseModel):
     database_port: int
     # Secret values by SecretSettings field name; only ever placed in a Kubernetes Secret.
     secrets: dict[str, str]
-    image: str
 
 
 class ComplianceJobs(pulumi.ComponentResource):
@@ -227,7 +230,8 @@ class ComplianceJobs(pulumi.ComponentResource):
                    exporter: bool = False) -> dict[str, Any]:
         container: dict[str, Any] = {
             "name": "ncc-report",
-            "image": args.image,
+            "image": args.images.image(JOB_IMAGE, args.settings.image,
+                                       args.settings.image_build),
             "args": arguments,
             "env": self._environment(args),
             "resources": kube.resources(args.settings.resources),

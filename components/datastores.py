@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
-from components.base.images import ImageRecipe, part_image
+from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     ImageBuild,
     ImageRef,
@@ -114,7 +114,10 @@ def clickhouse_host(namespace: str) -> str:
 class StoreArgs(BaseModel):
     """What every store needs to know about where it runs."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str
@@ -162,8 +165,7 @@ class Dragonfly(pulumi.ComponentResource):
                            "dump", "--snapshot_cron", "*/5 * * * *"]
         spec = StatefulTierSpec(
             part=kube.DRAGONFLY, namespace=args.namespace, instance=args.instance,
-            image=part_image(f"{name}-image", REDIS_IMAGE, settings.image,
-                             settings.image_build, self),
+            image=args.images.image(REDIS_IMAGE, settings.image, settings.image_build),
             replicas=1, resources=settings.resources,
             storage=settings.storage, ports={"redis": settings.port}, data_path="/data",
             args=server_args,
@@ -293,8 +295,7 @@ class YugabyteDb(pulumi.ComponentResource):
         settings = args.settings
         spec = dataclasses.replace(
             tservers,
-            image=part_image(f"{name}-image", POSTGRESQL_IMAGE, settings.image,
-                             settings.image_build, self),
+            image=args.images.image(POSTGRESQL_IMAGE, settings.image, settings.image_build),
             replicas=1, ports={"ysql": settings.ysql_port}, command=(), args=(),
             env=({"name": "PGDATA", "value": "/mnt/data/pgdata"},
                  {"name": "ACM_DATABASE_PORT", "value": str(settings.ysql_port)},

@@ -9,7 +9,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
-from components.base.images import ImageRecipe, part_image
+from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     Disruption,
     Features,
@@ -161,7 +161,10 @@ class HaproxyConfig(Model):
 
 
 class HaproxyArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str
@@ -260,8 +263,7 @@ class HaproxyTier(pulumi.ComponentResource):
             )
         container = {
             "name": "haproxy",
-            "image": part_image(f"{name}-image", HAPROXY_IMAGE, settings.image,
-                                settings.image_build, self),
+            "image": args.images.image(HAPROXY_IMAGE, settings.image, settings.image_build),
             "command": ["haproxy", "-W", "-db", "-f", f"{CONFIG_DIR}/{USERLIST_FILE}",
                         "-f", f"{CONFIG_DIR}/haproxy.cfg"],
             "ports": container_ports,

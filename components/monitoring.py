@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
 from components.base import kube
-from components.base.images import ImageRecipe, part_image
+from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     ImageBuild,
     ImageRef,
@@ -101,6 +101,9 @@ def credential_file(auth: kube.BasicAuth) -> str:
 class MonitoringArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
+
     namespace: str
     instance: str
     environment: str
@@ -178,8 +181,7 @@ class Monitoring(pulumi.ComponentResource):
         )
         prometheus_spec = StatefulTierSpec(
             part=kube.PROMETHEUS, namespace=args.namespace, instance=args.instance,
-            image=part_image(f"{name}-prometheus-image", PROMETHEUS_IMAGE, prometheus.image,
-                             prometheus.image_build, self),
+            image=args.images.image(PROMETHEUS_IMAGE, prometheus.image, prometheus.image_build),
             replicas=1, resources=prometheus.resources,
             storage=prometheus.storage, ports={"http": PROMETHEUS_PORT},
             data_path="/prometheus",

@@ -9,7 +9,7 @@ import pulumi
 from pydantic import BaseModel, ConfigDict
 
 from components.base import kube
-from components.base.images import ImageRecipe, part_image
+from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import ImageBuild, Model, Port
 from components.base.workload import DeploymentSpec, managed_deployment, service
 
@@ -32,7 +32,10 @@ class MediaGatewayStandInConfig(Model):
 
 
 class MediaGatewayStandInArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str
@@ -53,8 +56,8 @@ class MediaGatewayStandIn(pulumi.ComponentResource):
         sip_port = args.settings.sip_port
         container = {
             "name": "media-gateway",
-            "image": part_image(f"{name}-image", SIP_STAND_IN_IMAGE, "unused:pinned",
-                                args.settings.image_build, self),
+            "image": args.images.image(SIP_STAND_IN_IMAGE, "unused:pinned",
+                                       args.settings.image_build),
             "args": ["gateway", "--sip-port", str(sip_port),
                      "--http-port", str(STAND_IN_HTTP_PORT)],
             "ports": [

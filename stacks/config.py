@@ -115,6 +115,18 @@ class StackConfig(Model):
         return self
 
     @model_validator(mode="after")
+    def _one_build_per_shared_image(self) -> Self:
+        # The engine stand-in and the media-gateway stand-in run one image, built once
+        # (StackImages): built twice with different settings, one repository would be pushed
+        # twice at once, which the registry answers with 500.
+        if self.acm_engine.stand_in and self.media_gateway_stand_in is not None and \
+                self.acm_engine.image_build != self.media_gateway_stand_in.image_build:
+            raise ValueError("acmEngine.imageBuild and mediaGatewayStandIn.imageBuild differ: "
+                             "both stand-ins run the one SIP stand-in image, so give them the "
+                             "same registry and baseImage")
+        return self
+
+    @model_validator(mode="after")
     def _production_floor(self) -> Self:
         # The production shape of the topology spec is a floor, not a suggestion.
         if self.environment != "prod":

@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from components.acm_engine import AcmEngine, AcmEngineArgs
 from components.base import kube
-from components.base.images import build_job_image
+from components.base.images import StackImages
 from components.base.network import Cidrs, Flow
 from components.compliance import EXPORTER_PORT, ComplianceJobs, ComplianceJobsArgs
 from components.datastores import (
@@ -141,9 +141,11 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         opts=on_cluster,
     )
     in_namespace = pulumi.ResourceOptions(provider=provider, depends_on=[foundation])
-    sip_path = {"namespace": namespace, "instance": instance,
+    # Every image the stack builds, each once; a part's pods wait for their image's push.
+    images = StackImages("images")
+    sip_path = {"namespace": namespace, "instance": instance, "images": images,
                 "priority_class": foundation.sip_priority_class, **placement}
-    backing = {"namespace": namespace, "instance": instance,
+    backing = {"namespace": namespace, "instance": instance, "images": images,
                "priority_class": foundation.platform_priority_class, **placement}
 
     dragonfly = Dragonfly("dragonfly", DragonflyArgs(settings=config.dragonfly, **backing),
@@ -155,8 +157,11 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
     if config.features.clickhouse:
         ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
                    opts=in_namespace)
-    # OpenSIPS resolves its media gateways when it starts: a stand-in comes up before it, as
-    # real gateways are there before the proxy.
+    # A part whose pods cannot be Ready without another's comes after it: OpenSIPS needs an
+    # engine (its sidecar writes the dispatcher table from the engine's endpoints) and resolves
+    # its media gateways when it starts; HAProxy is Ready with an OpenSIPS backend up. So a part
+    # that fails (an image that did not build) stops the parts after it from being created,
+    # and the up ends with its cause instead of waiting out the provider's 10 minutes.
     gateways: list[pulumi.Resource] = []
     if config.media_gateway_stand_in is not None:
         gateways.append(MediaGatewayStandIn("media-gateway-stand-in",
@@ -200,7 +205,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             admission_seconds=opensips_admission_seconds(config.haproxy.health_check),
             withdrawal_seconds=opensips_withdrawal_seconds(), **sip_path,
         ),
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *gateways]),
+        opts=pulumi.ResourceOptions(provider=provider,
+                                    depends_on=[foundation, acm_engine, *gateways]),
     )
     haproxy = HaproxyTier(
         "haproxy",
@@ -212,23 +218,18 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             sip_peer_cidrs=config.network.sip_peer_cidrs,
             control_password=config.secrets.haproxy_control_password, **sip_path,
         ),
-        opts=in_namespace,
+        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, opensips]),
     )
     compliance = None
     if config.features.compliance_jobs:
-        image, built = config.compliance.image, []
-        if config.compliance.image_build is not None:
-            job_image, image = build_job_image("ncc-compliance-image",
-                                               config.compliance.image_build)
-            built = [job_image]
         compliance = ComplianceJobs(
             "compliance",
             ComplianceJobsArgs(
                 settings=config.compliance, database_host=yugabyte.host,
-                database_port=yugabyte.ysql_port, image=image,
+                database_port=yugabyte.ysql_port,
                 secrets=config.secrets.model_dump(), **backing,
             ),
-            opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, *built]),
+            opts=in_namespace,
         )
     Monitoring(
         "monitoring",

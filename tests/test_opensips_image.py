@@ -78,7 +78,7 @@ def test_a_stack_with_a_registry_builds_the_opensips_image_and_deploys_its_tag()
     rendering = render_modified("dev", "opensips.imageBuild",
                                 {"registry": "registry.acm.internal/acm"})
     builds = {r.name: r for r in rendering.resources if r.type == "docker:index/image:Image"}
-    assert set(builds) == {"opensips-image", "opensips-dispatcher-sync-image"}
+    assert set(builds) == {"opensips-image", "python-image"}
     build = builds["opensips-image"].inputs["build"]
     assert build["dockerfile"].endswith("images/opensips/Dockerfile")
     assert Path(build["context"]) == third_party_folder()

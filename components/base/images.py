@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import pulumi
 import pulumi_docker as docker
@@ -70,45 +71,97 @@ def content_tag(root: Path = REPOSITORY_ROOT, inputs: tuple[str, ...] = JOB_IMAG
     return digest.hexdigest()[:16]
 
 
-def build_image(name: str, recipe: ImageRecipe, build: ImageBuild,
-                opts: pulumi.ResourceOptions | None = None) -> tuple[docker.Image, str]:
-    """Build `recipe` from `build.base_image` (or the Dockerfile's upstream default) and push it
-    to `build.registry`; returns the resource and the reference pods should run."""
+def image_build_args(recipe: ImageRecipe, build: ImageBuild) -> dict[str, str]:
     build_args = dict(recipe.build_args())
     if build.base_image is not None:
         build_args["BASE"] = build.base_image
     if recipe.fetches_over_https:
         build_args["EXTRA_CA_CERTS"] = extra_ca_certificates(build.extra_ca_certificates)
-    reference = (f"{build.registry}/{recipe.repository}:"
-                 f"{content_tag(inputs=recipe.inputs, build_args=build_args)}")
-    image = docker.Image(
-        name,
-        image_name=reference,
-        build=docker.DockerBuildArgs(
-            context=str(recipe.context()),
-            dockerfile=str(REPOSITORY_ROOT / recipe.dockerfile),
-            platform="linux/amd64",
-            # Build steps fetch Debian packages and wheels with the host's network: the
-            # project's dockerd has no bridge of its own.
-            network="host",
-            args=build_args,
-        ),
-        opts=opts,
-    )
-    return image, reference
+    return build_args
 
 
-def part_image(name: str, recipe: ImageRecipe, pinned: str, build: ImageBuild | None,
-               parent: pulumi.Resource) -> pulumi.Input[str]:
-    """The image a part's pods run: its pinned image, or, when the part says imageBuild, the
-    image built from `recipe` (an output, so that the workload waits for the push)."""
-    if build is None:
+def image_reference(recipe: ImageRecipe, build: ImageBuild) -> str:
+    """Where the image built from `recipe` goes: its repository, tagged by its content."""
+    tag = content_tag(inputs=recipe.inputs, build_args=image_build_args(recipe, build))
+    return f"{build.registry}/{recipe.repository}:{tag}"
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """Where a part gets the image its pods run."""
+
+    def image(self, recipe: ImageRecipe, pinned: str,
+              build: ImageBuild | None) -> pulumi.Input[str]: ...
+
+
+class PinnedImages:
+    """A source that builds nothing: every part runs its pinned image (the SIP lab renders a
+    part's values outside Pulumi with it)."""
+
+    def image(self, recipe: ImageRecipe, pinned: str,
+              build: ImageBuild | None) -> pulumi.Input[str]:
+        if build is not None:
+            raise ValueError(f"{recipe.repository}: imageBuild is set, and this source builds "
+                             "no images; give the part the stack's StackImages")
         return pinned
-    image, _ = build_image(name, recipe, build, pulumi.ResourceOptions(parent=parent))
-    return image.image_name
 
 
-def build_job_image(name: str, build: ImageBuild, parent: pulumi.Resource | None = None,
-                    opts: pulumi.ResourceOptions | None = None) -> tuple[docker.Image, str]:
-    return build_image(name, JOB_IMAGE, build,
-                       pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(parent=parent)))
+class StackImages(pulumi.ComponentResource):
+    """The images one stack builds, each by exactly one Image resource.
+
+    Parts that run the same image (the engine stand-in and the media-gateway stand-in both run
+    the SIP stand-in) get the same resource: two Image resources of one repository push it at
+    the same time, and the registry (distribution 2.8, filesystem storage) answers such a race
+    with 500 ("invalid checksum digest format" on a blob HEAD) because each push rewrites the
+    repository's layer link files in place. Pushes of different repositories that share base
+    layers are safe (each repository has its own link files, blob data is committed by rename):
+    tests/cluster/test_image_pushes.py pushes every local image at once, 20 times, from empty
+    registries. One repository asked for with two contents in one stack is refused, since the
+    two would again be pushed at once.
+
+    The images are this component's children, not the parts', so that a part that waits for
+    another part's readiness (stacks/platform.py) does not hold its image build back too.
+    """
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:Images", name, None, opts)
+        self._by_repository: dict[str, tuple[str, docker.Image]] = {}
+        self.register_outputs({})
+
+    def image(self, recipe: ImageRecipe, pinned: str,
+              build: ImageBuild | None) -> pulumi.Input[str]:
+        """The image a part's pods run: its pinned image, or, when the part says imageBuild,
+        the image built from `recipe` (an output, so that the workload waits for the push)."""
+        if build is None:
+            return pinned
+        return self.built(recipe, build).image_name
+
+    def built(self, recipe: ImageRecipe, build: ImageBuild) -> docker.Image:
+        reference = image_reference(recipe, build)
+        known = self._by_repository.get(recipe.repository)
+        if known is not None:
+            if known[0] != reference:
+                raise ValueError(
+                    f"image repository {recipe.repository!r} is asked for with two contents "
+                    f"({known[0]} and {reference}): give the parts one imageBuild (registry and "
+                    "baseImage), since two pushes of one repository at once fail")
+            return known[1]
+        image = docker.Image(
+            f"{recipe.repository}-image",
+            image_name=reference,
+            build=docker.DockerBuildArgs(
+                context=str(recipe.context()),
+                dockerfile=str(REPOSITORY_ROOT / recipe.dockerfile),
+                platform="linux/amd64",
+                # Build steps fetch Debian packages and wheels with the host's network: the
+                # project's dockerd has no bridge of its own.
+                network="host",
+                args=image_build_args(recipe, build),
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self._by_repository[recipe.repository] = (reference, image)
+        return image
+
+    def references(self) -> list[str]:
+        return [reference for reference, _ in self._by_repository.values()]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from components.base.images import ImageSource
 from components.base.settings import Features
 from components.opensips.settings import OpenSipsConfig
 
 
 class OpenSipsArgs(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    # Where the part's images come from: the stack's StackImages (each built once).
+    images: ImageSource
 
     namespace: str
     instance: str

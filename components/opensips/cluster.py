@@ -6,7 +6,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.base import kube
-from components.base.images import part_image
 from components.base.workload import DeploymentSpec, managed_deployment, service
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
@@ -73,10 +72,9 @@ class OpenSipsCluster(pulumi.ComponentResource):
             opts=child,
         )
         # Built from the pinned source when the stack says imageBuild, with the sidecar's Python.
-        opensips_image = part_image(f"{name}-image", OPENSIPS_IMAGE, settings.image,
-                                    settings.image_build, self)
-        sidecar_image = part_image(f"{name}-dispatcher-sync-image", DISPATCHER_SYNC_IMAGE,
-                                   args.sidecar_image, settings.image_build, self)
+        opensips_image = args.images.image(OPENSIPS_IMAGE, settings.image, settings.image_build)
+        sidecar_image = args.images.image(DISPATCHER_SYNC_IMAGE, args.sidecar_image,
+                                          settings.image_build)
         ports = settings.ports
         shared_mib, private_mib = opensips_memory_mib(
             settings.resources.limits.memory, settings.max_udp_workers, settings.tcp_workers)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from components.base.images import PinnedImages
 from components.base.templating import render
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
@@ -172,7 +173,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
     })
     features = config.features.model_copy(update={"sip_tls": tls is not None})
     args = OpenSipsArgs(
-        namespace="lab", instance="lab", settings=opensips, features=features,
+        images=PinnedImages(), namespace="lab", instance="lab", settings=opensips,
+        features=features,
         priority_class="lab", node_topology_key="n", zone_topology_key="z",
         acm_engine_domain="engine.lab.invalid",
         acm_engine_backup_domain="standby.lab.invalid" if backup_ports else None,
