@@ -30,6 +30,17 @@ def pytest_ignore_collect(collection_path: Any, config: pytest.Config) -> bool |
     return None
 
 
+FIRST_DEPLOYMENT = "tests/cluster/test_first_local_up.py"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # The test command's first deployment is the main command a new user runs, from an empty
+    # registry: before anything else of the session has built, pushed or deployed.
+    first = [item for item in items if item.nodeid.startswith(FIRST_DEPLOYMENT)]
+    items[:] = first + [item for item in items if not item.nodeid.startswith(FIRST_DEPLOYMENT)]
+
+
 def rendering_of(stack: str) -> Rendering:
     if stack not in _RENDERINGS:
         _RENDERINGS[stack] = render_stack(stack)
