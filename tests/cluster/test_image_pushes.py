@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -63,12 +64,16 @@ def local_builds() -> list[Build]:
     return builds
 
 
-def docker(*arguments: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+@cache
+def docker_environment() -> dict[str, str]:
     # BuildKit, as pulumi-docker builds: the same cache, so a round after the first deployment
     # rebuilds nothing.
-    environment = {**os.environ, "DOCKER_HOST": docker_host(), "DOCKER_BUILDKIT": "1"}
+    return {**os.environ, "DOCKER_HOST": docker_host(), "DOCKER_BUILDKIT": "1"}
+
+
+def docker(*arguments: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     return subprocess.run([DOCKER, *arguments], capture_output=True, text=True,
-                          env=environment, timeout=timeout)
+                          env=docker_environment(), timeout=timeout)
 
 
 def free_port() -> int:
