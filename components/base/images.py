@@ -134,9 +134,9 @@ class StackImages(pulumi.ComponentResource):
         the image built from `recipe` (an output, so that the workload waits for the push)."""
         if build is None:
             return pinned
-        return self.built(recipe, build).image_name
+        return self._built(recipe, build).image_name
 
-    def built(self, recipe: ImageRecipe, build: ImageBuild) -> docker.Image:
+    def _built(self, recipe: ImageRecipe, build: ImageBuild) -> docker.Image:
         reference = image_reference(recipe, build)
         known = self._by_repository.get(recipe.repository)
         if known is not None:
@@ -162,6 +162,3 @@ class StackImages(pulumi.ComponentResource):
         )
         self._by_repository[recipe.repository] = (reference, image)
         return image
-
-    def references(self) -> list[str]:
-        return [reference for reference, _ in self._by_repository.values()]
