@@ -115,9 +115,9 @@ class StackImages(pulumi.ComponentResource):
     with 500 ("invalid checksum digest format" on a blob HEAD) because each push rewrites the
     repository's layer link files in place. Pushes of different repositories that share base
     layers are safe (each repository has its own link files, blob data is committed by rename):
-    tests/cluster/test_image_pushes.py pushes every local image at once, 20 times, from empty
-    registries. One repository asked for with two contents in one stack is refused, since the
-    two would again be pushed at once.
+    tests/cluster/test_image_pushes.py pushes every local image at once into empty registries.
+    One repository asked for with two contents in one stack is refused, since the two would
+    again be pushed at once.
 
     The images are this component's children, not the parts', so that a part that waits for
     another part's readiness (stacks/platform.py) does not hold its image build back too.
