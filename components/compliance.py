@@ -24,6 +24,7 @@ from components.base.settings import (
     HttpsUrl,
     ImageBuild,
     ImageRef,
+    IsoDay,
     LicenseNumber,
     Model,
     Network,
@@ -112,6 +113,9 @@ class ComplianceConfig(Model):
     resources: Resources
     license_number: LicenseNumber
     ncc_environment: Literal["sandbox", "production"]
+    # The first WAT day the platform holds call records for under this licence: no period
+    # that ends before it is ever filed (an accepted all-zero report cannot be corrected).
+    first_data_date: IsoDay
     # Regulator endpoints, for the job's NetworkPolicy egress.
     ncc_egress_cidrs: Annotated[list[Network], Field(min_length=1)]
     sftp_host: Host
@@ -201,6 +205,7 @@ class ComplianceJobs(pulumi.ComponentResource):
         values = {
             "NCC_LICENSE_NUMBER": settings.license_number,
             "NCC_ENVIRONMENT": settings.ncc_environment,
+            "NCC_FIRST_DATA_DATE": settings.first_data_date.isoformat(),
             "NCC_DB_HOST": args.database_host,
             "NCC_DB_PORT": str(args.database_port),
             "NCC_DB_NAME": "acm",

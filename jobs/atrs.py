@@ -31,6 +31,13 @@ import tenacity
 log = logging.getLogger(__name__)
 
 TOKEN_LEEWAY_SECONDS = 60.0
+# RFC 6749 makes `expires_in` optional. Without it a token is assumed to live this long; a
+# server that ends it sooner answers 401, after which one fresh token is fetched.
+ASSUMED_TOKEN_LIFETIME_SECONDS = 300.0
+# The error codes of RFC 6749 section 5.2: the only part of a token error answer that is
+# repeated in a message (the rest of the body is never logged or stored).
+OAUTH_ERRORS = frozenset({"invalid_request", "invalid_client", "invalid_grant",
+                          "unauthorized_client", "unsupported_grant_type", "invalid_scope"})
 
 
 class AtrsError(Exception):
@@ -44,6 +51,17 @@ class Rejected(AtrsError):
         super().__init__(f"ATRS rejected the request: HTTP {status}: {body[:500]}")
         self.status = status
         self.body = body
+
+
+class Unauthorized(AtrsError):
+    """The regulator refused a token it had just issued (401 after a refresh): a credentials
+    or token-service problem on its side or ours, not a verdict on the submission. Recorded as
+    `failed`, so the next run tries again; the package was not refused."""
+
+
+class TokenRefused(AtrsError):
+    """The token endpoint did not issue a token. Its answer is never logged or stored: it may
+    carry a token (a 200 of an unexpected shape) or credentials echoed back."""
 
 
 class Unavailable(AtrsError):
@@ -84,7 +102,10 @@ class HttpTry:
 @dataclass(frozen=True)
 class Receipt:
     http_status: int
-    reference: str
+    # None: the regulator answered 2xx (or 409, "already held") without a usable reference,
+    # a body that is not JSON or lacks the field. It holds the submission all the same; the
+    # job records it as accepted without reference and never sends it again.
+    reference: str | None
     body: dict[str, Any]
     # The regulator already held this submission (a replayed key, or the period under
     # another key): nothing new was created.
@@ -113,15 +134,24 @@ class ClientCredentials(httpx.Auth):
         if response.status_code >= 500 or response.status_code == 429:
             raise _Transient(response)
         if response.status_code != 200:
-            raise Rejected(response.status_code, f"token request: {response.text}")
-        body = response.json()
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if not isinstance(token, str) or not isinstance(lifetime, int | float):
-            raise Rejected(response.status_code, f"token response lacks access_token or "
-                                                 f"expires_in: {response.text}")
+            raise TokenRefused(f"the token endpoint answered HTTP {response.status_code}"
+                               f"{_oauth_error(response)}: check the ATRS client id and secret")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise TokenRefused("the token endpoint answered HTTP 200 without an access_token "
+                               "(its answer is not shown: it may hold a credential)")
+        lifetime = _lifetime(body.get("expires_in"))
         self._token = token
-        self._refresh_at = self._clock() + float(lifetime) - TOKEN_LEEWAY_SECONDS
-        log.info("obtained ATRS access token valid for %d s", lifetime)
+        # Renewed a minute before it ends; a token shorter than two minutes at half its life.
+        self._refresh_at = self._clock() + (lifetime - TOKEN_LEEWAY_SECONDS
+                                            if lifetime > 2 * TOKEN_LEEWAY_SECONDS
+                                            else lifetime / 2)
+        log.info("obtained ATRS access token valid for %d s%s", lifetime,
+                 "" if "expires_in" in body else " (assumed: the answer gave no expires_in)")
         return token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
@@ -136,6 +166,27 @@ class ClientCredentials(httpx.Auth):
             fresh = self._store((yield self._token_request()))
             request.headers["Authorization"] = f"Bearer {fresh}"
             yield request
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    """`: invalid_client` when the answer names a registered OAuth error, else nothing."""
+    try:
+        code = response.json().get("error")
+    except (ValueError, AttributeError):
+        return ""
+    return f" ({code})" if code in OAUTH_ERRORS else ""
+
+
+def _lifetime(value: object) -> float:
+    """`expires_in` in seconds: a number, or a string of digits (some servers send one);
+    anything else, or nothing, counts as absent."""
+    if isinstance(value, bool):
+        return ASSUMED_TOKEN_LIFETIME_SECONDS
+    if isinstance(value, int | float) and value > 0:
+        return float(value)
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return float(value)
+    return ASSUMED_TOKEN_LIFETIME_SECONDS
 
 
 def _unanswered(error: BaseException) -> bool:
@@ -169,9 +220,11 @@ def rate_limit_reset_seconds(response: httpx.Response, now: float) -> float | No
 
 
 class _Backoff(tenacity.wait.wait_base):
-    """Exponential, capped; a 429 waits for its reset, past the cap too when the wait ends
+    """Exponential, capped. A 429 waits for its reset; past the cap too when the wait ends
     before `deadline` (Unix time): being late is worse for the regulator's calendar than
-    waiting, and asking again before the reset only earns another 429."""
+    waiting, and asking again before the reset only earns another 429. A reset that would end
+    after the deadline stops the retries (the run fails loudly while there is time to act);
+    once the deadline has passed (an overdue period) or without one, a wait is capped."""
 
     def __init__(self, policy: RetryPolicy, deadline: float | None,
                  now: Callable[[], float]) -> None:
@@ -184,23 +237,33 @@ class _Backoff(tenacity.wait.wait_base):
     def rate_limit_wait(self, retry_state: tenacity.RetryCallState) -> float | None:
         error = retry_state.outcome.exception() if retry_state.outcome else None
         if isinstance(error, _Transient) and error.response.status_code == 429:
-            return rate_limit_reset_seconds(error.response, time.time())
+            return rate_limit_reset_seconds(error.response, self._now())
         return None
+
+    def _before_deadline(self) -> bool:
+        return self._deadline is not None and self._now() < self._deadline
 
     def beyond_deadline(self, retry_state: tenacity.RetryCallState) -> bool:
         reset = self.rate_limit_wait(retry_state)
-        if reset is None or reset <= self._max:
+        if reset is None or reset <= self._max or not self._before_deadline():
             return False
-        return self._deadline is None or self._now() + reset > self._deadline
+        assert self._deadline is not None
+        return self._now() + reset > self._deadline
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         reset = self.rate_limit_wait(retry_state)
-        if reset is not None:
-            if reset > self._max and not self.beyond_deadline(retry_state):
-                log.warning("ATRS rate limit: waiting %.1f s for X-RateLimit-Reset, beyond the "
-                            "backoff cap of %.1f s but before the deadline", reset, self._max)
-            return reset if reset > self._max else min(reset, self._max)
-        return float(self._exponential(retry_state))
+        if reset is None:
+            return float(self._exponential(retry_state))
+        if reset <= self._max:
+            return reset
+        if self._before_deadline():
+            log.warning("ATRS rate limit: waiting %.1f s for X-RateLimit-Reset, beyond the "
+                        "backoff cap of %.1f s but before the deadline", reset, self._max)
+            return reset
+        log.warning("ATRS rate limit: X-RateLimit-Reset is %.1f s away; %s, so waiting the "
+                    "backoff cap of %.1f s", reset, "the deadline has passed"
+                    if self._deadline is not None else "the call has no deadline", self._max)
+        return self._max
 
 
 class _StopWhen(tenacity.stop.stop_base):
@@ -252,7 +315,8 @@ class AtrsClient:
         def once() -> httpx.Response:
             nonlocal tries
             tries += 1
-            started, clock_start = dt.datetime.now(dt.UTC), time.monotonic()
+            started = dt.datetime.fromtimestamp(self._now(), dt.UTC)
+            clock_start = time.monotonic()
             try:
                 response = self._http.request(method, path, **kwargs)
             except Exception as error:
@@ -282,9 +346,10 @@ class AtrsClient:
         try:
             return retrying(once)
         except _Transient as error:
-            reset = rate_limit_reset_seconds(error.response, time.time())
-            if error.response.status_code == 429 and reset is not None and \
-                    reset > self._retry.backoff_max_seconds:
+            reset = rate_limit_reset_seconds(error.response, self._now())
+            if error.response.status_code == 429 and reset is not None and deadline is not None \
+                    and reset > self._retry.backoff_max_seconds \
+                    and self._now() < deadline < self._now() + reset:
                 raise Unavailable(f"{method} {path}: HTTP 429 whose X-RateLimit-Reset ({reset:.0f}"
                                   " s) ends after the deadline; not retried") from None
             raise Unavailable(f"{method} {path}: HTTP {error.response.status_code} after "
@@ -297,9 +362,8 @@ class AtrsClient:
 
     def health(self) -> dict[str, Any]:
         response = self._call("GET", "/health")
-        if response.status_code != 200:
-            raise Rejected(response.status_code, response.text)
-        return dict(response.json())
+        _refuse_unless(response, 200)
+        return _json_object(response) or {}
 
     def _submit(self, path: str, payload: dict[str, Any], idempotency_key: str,
                 reference_field: str, deadline: float | None,
@@ -307,11 +371,18 @@ class AtrsClient:
         response = self._call("POST", path, json=payload, deadline=deadline, on_try=on_try,
                               resend_unanswered=resend_unanswered,
                               headers={"Idempotency-Key": idempotency_key})
-        body: dict[str, Any] = response.json() if response.content else {}
-        if response.status_code in (200, 201, 409) and isinstance(body.get(reference_field), str):
-            return Receipt(response.status_code, body[reference_field], body,
-                           duplicate=response.status_code != 201)
-        raise Rejected(response.status_code, response.text)
+        status = response.status_code
+        if not (200 <= status < 300 or status == 409):
+            _refuse_unless(response, 200)
+        body = _json_object(response)
+        reference = body.get(reference_field) if body is not None else None
+        if not isinstance(reference, str) or not reference.strip():
+            log.warning("ATRS answered %s HTTP %d without a usable %s (%s): it holds the "
+                        "submission; recorded as accepted without a reference", path, status,
+                        reference_field, "no JSON object" if body is None
+                        else f"fields: {', '.join(sorted(body)) or 'none'}")
+            reference = None
+        return Receipt(status, reference, body or {}, duplicate=status != 201)
 
     def submit_report(self, report: str, payload: dict[str, Any], idempotency_key: str, *,
                       deadline: float | None = None,
@@ -329,6 +400,28 @@ class AtrsClient:
 
     def incident_status(self, incident_id: str) -> dict[str, Any]:
         response = self._call("GET", f"/fraud/incidents/{incident_id}")
-        if response.status_code != 200:
-            raise Rejected(response.status_code, response.text)
-        return dict(response.json())
+        _refuse_unless(response, 200)
+        body = _json_object(response)
+        if body is None:
+            raise AtrsError(f"GET /fraud/incidents/{incident_id}: HTTP 200 whose body is not a "
+                            "JSON object")
+        return body
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _refuse_unless(response: httpx.Response, expected: int) -> None:
+    """A 401 here came after a freshly fetched token (ClientCredentials replays once)."""
+    if response.status_code == expected:
+        return
+    if response.status_code == 401:
+        raise Unauthorized(f"{response.request.method} {response.request.url.path}: HTTP 401 "
+                           "with a freshly issued access token; the submission was not judged, "
+                           "the next run tries again")
+    raise Rejected(response.status_code, response.text)

@@ -59,15 +59,20 @@ def accepted_before(conn: Connection, report: str, period: str, license_number: 
     return row is not None
 
 
-def interrupt_unfinished_incidents(conn: Connection, license_number: str,
-                                   environment: str) -> None:
-    """Close the incident attempts a killed run left open; their alerts are sent again
-    under the same idempotency key."""
+def interrupt_unfinished_incidents(conn: Connection, license_number: str, environment: str,
+                                   unanswered: bool = False) -> None:
+    """Close the incident attempts a killed run left open. Their alerts are sent again under
+    the same idempotency key; or, where the regulator's honouring of the key is not confirmed
+    (`unanswered`), they end `unconfirmed`: the POST may have reached the regulator, and a
+    person asks before anything is resent."""
+    outcome, detail = (("unconfirmed", "found unfinished by a later run: its POST may have "
+                        "reached the regulator, and it is not resent until a person resolves it")
+                       if unanswered else ("interrupted", "found unfinished by a later run"))
     conn.execute(
-        "UPDATE ncc_audit.submissions SET outcome = 'interrupted', finished_at = now(),"
-        " detail = 'found unfinished by a later run' WHERE report = 'incident'"
-        " AND license_number = %s AND environment = %s"
-        " AND outcome IN ('uploading', 'submitting')", (license_number, environment))
+        "UPDATE ncc_audit.submissions SET outcome = %s, finished_at = now(), detail = %s"
+        " WHERE report = 'incident' AND license_number = %s AND environment = %s"
+        " AND outcome IN ('uploading', 'submitting')",
+        (outcome, detail, license_number, environment))
 
 
 def latest_attempts(conn: Connection, report: str, period: str, license_number: str,
@@ -184,7 +189,7 @@ def finish_attempt(conn: Connection, submission_id: int, outcome: str, *,
 
 
 def record_incident(conn: Connection, *, alert_id: str, license_number: str, environment: str,
-                    incident_id: str, detected_at: dt.datetime, status: str) -> None:
+                    incident_id: str | None, detected_at: dt.datetime, status: str) -> None:
     conn.execute(
         "INSERT INTO ncc_audit.incidents (alert_id, license_number, environment, incident_id,"
         " detected_at, submitted_at, status, status_checked_at)"

@@ -1,15 +1,18 @@
 """`ncc-report`: the program the compliance CronJobs run, and its manual controls.
 
-    ncc-report daily   [--date YYYY-MM-DD] [--dry-run] [--out DIR]
+    ncc-report daily   [--date YYYY-MM-DD] [--dry-run] [--out DIR] [--confirm-empty]
     ncc-report weekly  [--period YYYY-Www]  ...
     ncc-report monthly [--period YYYY-MM]   ...
     ncc-report incidents
+    ncc-report resolve daily 2026-11-23 | resolve incident ALERT_ID  (--received R | --not-received)
     ncc-report status daily --date 2026-11-23 | status incident ALERT_ID [--refresh]
     ncc-report exporter [--port 9469]
     ncc-report migrate
 
 Without a period, a report command covers the last complete period and catches up on earlier
-unaccepted ones. A period that has not ended (WAT) is refused before any work.
+unaccepted ones. A period that has not ended (WAT, on the report database's clock), one that
+ends before the licence's first data (NCC_FIRST_DATA_DATE), and one without a single call record
+(unless --confirm-empty) are refused before anything is generated or sent.
 
 Exit status: 0 done, already accepted, or another run holds the lock (it does the work);
 1 a period failed or was rejected; 2 bad settings or arguments, or a period that has not ended
@@ -28,9 +31,15 @@ from typing import Any, cast
 
 from jobs import audit, clock
 from jobs.database import DatabaseUnavailable, LockBusy, apply_schema, connect
-from jobs.periods import REPORTS, Period, Report, ensure_ended, parse_period
+from jobs.periods import REPORTS, SHAPES, Period, Report, ensure_ended, parse_period
 from jobs.settings import ConfigError, JobSettings, load_settings
-from jobs.submit import ReportRun, Transport, scheduled_periods, submit_incidents
+from jobs.submit import (
+    ReportRun,
+    Transport,
+    ensure_after_first_data,
+    scheduled_periods,
+    submit_incidents,
+)
 
 log = logging.getLogger("ncc-report")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -41,9 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for report in REPORTS:
         command = commands.add_parser(report, help=f"generate and submit the {report} package")
-        command.add_argument("--period", "--date", dest="period",
-                             help="the period to (re-)run; default: the last complete one "
-                                  "and any missed before it")
+        _period_options(command, f"the period to (re-)run ({SHAPES[report]}); default: the "
+                                 "last complete one and any missed before it")
+        command.add_argument("--confirm-empty", action="store_true",
+                             help="file the period even though it holds no call record at all "
+                                  "(only when the platform truly carried no call)")
         command.add_argument("--dry-run", action="store_true",
                              help="generate the package, send nothing, record nothing")
         command.add_argument("--out", type=Path, help="where packages are written "
@@ -52,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     resolve = commands.add_parser(
         "resolve", help="record what the regulator said about a submission whose POST got no "
                         "answer (NCC_ATRS_IDEMPOTENCY_KEY_HONOURED=false)")
-    resolve.add_argument("report", choices=REPORTS)
-    resolve.add_argument("period")
+    resolve.add_argument("report", choices=[*REPORTS, "incident"])
+    resolve.add_argument("period", help="the period, or the alert id of an incident")
     answer = resolve.add_mutually_exclusive_group(required=True)
     answer.add_argument("--received", metavar="REFERENCE",
                         help="the regulator holds it, under this reference")
@@ -62,13 +73,29 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="the audit trail of a period or an incident")
     status.add_argument("report", choices=[*REPORTS, "incident"])
     status.add_argument("period", nargs="?", help="period, or the alert id of an incident")
-    status.add_argument("--period", "--date", dest="period_option")
+    _period_options(status, "the period (instead of the positional argument)")
     status.add_argument("--refresh", action="store_true",
                         help="incident: ask the regulator for its current status")
     exporter = commands.add_parser("exporter", help="serve audit metrics for Prometheus")
     exporter.add_argument("--port", type=int, default=9469)
     commands.add_parser("migrate", help="apply the read contract and audit schema")
     return parser
+
+
+def _period_options(command: argparse.ArgumentParser, help_text: str) -> None:
+    options = command.add_mutually_exclusive_group()
+    options.add_argument("--period", dest="period_option", help=help_text)
+    options.add_argument("--date", dest="date_option", help="the same as --period")
+
+
+def _named_period(args: argparse.Namespace) -> tuple[str, str] | None:
+    """(the option or argument as the operator typed it, its value)."""
+    for option, value in (("--period", getattr(args, "period_option", None)),
+                          ("--date", getattr(args, "date_option", None)),
+                          ("period", getattr(args, "period", None))):
+        if value:
+            return option, value
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"dry_run": True})
         # Every argument and setting is checked here, before a connection is opened: a bad
         # period or a missing endpoint is the operator's to fix, whatever the database does.
-        periods = _requested_periods(args)
+        periods = _requested_periods(args, settings)
         sending = _sends(args, settings)
         transport = Transport.from_settings(settings) if sending else nullcontext(None)
         with transport as opened:
@@ -110,20 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _requested_periods(args: argparse.Namespace) -> list[Period] | None:
-    """The period a report command names, parsed and refused if it has not ended yet; None
-    for the scheduled run (the last complete period and missed ones before it)."""
-    if args.command == "resolve":
-        parse_period(args.report, args.period)
+def _requested_periods(args: argparse.Namespace, settings: JobSettings) -> list[Period] | None:
+    """The period a report command names, parsed and refused if it ends before the licence's
+    first data; None for the scheduled run (the last complete period and missed ones before
+    it). Whether it has ended is decided on the database's clock, once connected."""
+    named = _named_period(args)
+    if args.command == "resolve" and args.report != "incident":
+        parse_period(args.report, args.period, "period")
     if args.command == "status" and args.report != "incident":
-        key = args.period or args.period_option
-        if not key:
+        if not named:
             raise ValueError("status: give the period (or the alert id of an incident)")
-        parse_period(args.report, key)
-    if args.command not in REPORTS or not args.period:
+        parse_period(args.report, named[1], named[0])
+    if args.command not in REPORTS or not named:
         return None
-    period = parse_period(cast(Report, args.command), args.period)
-    ensure_ended(period, clock.now())
+    period = parse_period(cast(Report, args.command), named[1], named[0])
+    ensure_after_first_data(period, settings)
     return [period]
 
 
@@ -140,8 +168,11 @@ def _dispatch(args: argparse.Namespace, settings: JobSettings, periods: list[Per
 
         serve(settings, args.port)
         return EXIT_OK
-    now = clock.now()
     with connect(settings) as conn:
+        clock.follow_database(conn)
+        now = clock.now()
+        for period in periods or ():
+            ensure_ended(period, now)
         if settings.dry_run:
             # A dry run leaves the database as it found it: the schema it applies, the number
             # readings and first statuses it records all go with this transaction.
@@ -164,22 +195,26 @@ def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
         assert transport is not None
         result = submit_incidents(conn, settings, transport.atrs, now)
         print(f"incidents: {result.submitted} submitted, {result.already} already "
-              f"submitted, {result.failed} failed, {result.late} past the 1-hour deadline")
-        return EXIT_FAILED if result.failed else EXIT_OK
+              f"submitted, {result.failed} failed, {result.late} past the 1-hour deadline, "
+              f"{result.awaiting} awaiting `ncc-report resolve`")
+        return EXIT_FAILED if result.failed or result.awaiting else EXIT_OK
     report = cast(Report, args.command)
-    run = ReportRun(conn, settings, transport)
+    run = ReportRun(conn, settings, transport, confirm_empty=args.confirm_empty)
     chosen = periods if periods is not None else scheduled_periods(run, report, now)
     log.info("%s: %d period(s) to run: %s", report, len(chosen),
              ", ".join(p.label for p in chosen))
     for each in chosen:
         outcome = run.run(each)
-        reference = f" (reference {outcome.reference})" if outcome.reference else ""
+        reference = (f" (reference {outcome.reference})" if outcome.reference else
+                     " (no reference given by the regulator)" if outcome.status == "accepted"
+                     else f": {outcome.detail}" if outcome.status == "no-data" else "")
         print(f"{report} {outcome.label}: {outcome.status}{reference}")
     return EXIT_OK if all(outcome.ok for outcome in run.outcomes) else EXIT_FAILED
 
 
 def _resolve(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:
-    label = parse_period(args.report, args.period).label
+    label = (args.period if args.report == "incident"
+             else parse_period(args.report, args.period, "period").label)
     who = {"license_number": settings.license_number, "environment": settings.environment}
     attempts = audit.latest_attempts(conn, args.report, label, **who)
     if not attempts or attempts[0].outcome != "unconfirmed":
@@ -189,6 +224,11 @@ def _resolve(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     audit.resolve_unconfirmed(conn, attempts[0], report=args.report, period=label,
                               reference=args.received, **who)
+    if args.report == "incident" and args.received:
+        body = attempts[0].request_body or {}
+        audit.record_incident(conn, alert_id=label, incident_id=args.received,
+                              detected_at=dt.datetime.fromisoformat(str(body["detectedAt"])),
+                              status="RECEIVED", **who)
     print(f"{args.report} {label}: " + (f"recorded as accepted (reference {args.received})"
                                         if args.received else
                                         "recorded as not received; the next run resends it"))
@@ -197,12 +237,16 @@ def _resolve(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:
 
 def _status(conn: Any, settings: JobSettings, args: argparse.Namespace,
             transport: Transport | None) -> int:
-    key = args.period or args.period_option
-    if not key:
+    named = _named_period(args)
+    if not named:
         raise ValueError("status: give the period (or the alert id of an incident)")
+    key = named[1]
     if args.report == "incident":
         record = audit.incident(conn, key, settings.license_number, settings.environment)
-        if record and args.refresh:
+        if record and args.refresh and record["incident_id"] is None:
+            print("ncc-report: the regulator accepted this incident without an incident id; "
+                  "its status cannot be asked for", file=sys.stderr)
+        elif record and args.refresh:
             assert transport is not None
             remote = transport.atrs.incident_status(record["incident_id"])
             audit.update_incident_status(conn, key, settings.license_number,
@@ -211,7 +255,7 @@ def _status(conn: Any, settings: JobSettings, args: argparse.Namespace,
         history = audit.period_history(conn, "incident", key, settings.license_number)
         print(audit.dumps({"incident": record, **history}))
         return 0 if record else 1
-    label = parse_period(args.report, key).label
+    label = parse_period(args.report, key, named[0]).label
     history = audit.period_history(conn, args.report, label, settings.license_number)
     print(audit.dumps({"report": args.report, "period": label, **history}))
     return 0

@@ -46,8 +46,8 @@ class AuditCollector(Collector):
         late = GaugeMetricFamily(INCIDENTS_LATE, "Incidents accepted in the last 24 hours more "
                                  "than an hour after their alert's detection")
         unconfirmed = GaugeMetricFamily(
-            UNCONFIRMED, "Periods whose submission got no answer and wait for a person to ask "
-            "the regulator (ncc-report resolve)", labels=["report"])
+            UNCONFIRMED, "Periods (and incidents) whose submission got no answer and wait for a "
+            "person to ask the regulator (ncc-report resolve)", labels=["report"])
         try:
             with connect(self._settings) as conn:
                 who = {"license_number": self._settings.license_number,
@@ -65,7 +65,7 @@ class AuditCollector(Collector):
                 last.add_metric([report], accepted[report].timestamp())
         unsent.add_metric([], float(incidents.unsent_past_deadline))
         late.add_metric([], float(incidents.submitted_late_24h))
-        for report in REPORTS:
+        for report in (*REPORTS, "incident"):
             unconfirmed.add_metric([report], float(sum(r == report for r, _ in waiting)))
         up.add_metric([], 1.0)
         yield last

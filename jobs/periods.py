@@ -115,21 +115,28 @@ def last_complete_period(report: Report, now: dt.datetime) -> Period:
     return period_containing(report, today_in_lagos(now)).previous()
 
 
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+SHAPES = {"daily": "YYYY-MM-DD", "weekly": "YYYY-Www or YYYY-MM-DD",
+          "monthly": "YYYY-MM or YYYY-MM-DD"}
 
 
-def parse_period(report: Report, text: str) -> Period:
-    """`2026-11-23` (daily, or any day of a week or month), `2026-W47`, or `2026-11`."""
+def parse_period(report: Report, text: str, option: str = "--period") -> Period:
+    """`2026-11-23` (daily, or any day of a week or month), `2026-W47`, or `2026-11`.
+
+    Only these shapes: Python's ISO parser also takes `20261120` and `2026-W47-5`, which an
+    operator may have meant otherwise, and a report filed for the wrong day cannot be taken
+    back. `option` is what the operator typed, so the error names it."""
     try:
         if report == "weekly" and (week := _WEEK.match(text)):
             monday = dt.date.fromisocalendar(int(week[1]), int(week[2]), 1)
             return period_containing(report, monday)
         if report == "monthly" and (month := _MONTH.match(text)):
             return period_containing(report, dt.date(int(month[1]), int(month[2]), 1))
-        return period_containing(report, dt.date.fromisoformat(text))
+        if day := _DAY.match(text):
+            return period_containing(report, dt.date(int(day[1]), int(day[2]), int(day[3])))
+        raise ValueError("not in that form")
     except ValueError as error:
-        shapes = {"daily": "YYYY-MM-DD", "weekly": "YYYY-Www or YYYY-MM-DD",
-                  "monthly": "YYYY-MM or YYYY-MM-DD"}
-        raise ValueError(f"--period {text!r}: not a {report} period ({shapes[report]}): "
+        raise ValueError(f"{option} {text!r}: not a {report} period ({SHAPES[report]}): "
                          f"{error}") from None

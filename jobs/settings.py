@@ -4,7 +4,10 @@ or missing setting is reported by the name the operator sets it under."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,6 +26,10 @@ class JobSettings(BaseSettings):
 
     license_number: str
     environment: Literal["sandbox", "production"]
+    # The first WAT day this licence's platform holds call records for (stack config
+    # compliance.firstDataDate). No period that ends before it is ever filed: an all-zero
+    # report accepted for a day the platform did not exist cannot be corrected later.
+    first_data_date: dt.date
     # The report database (YugabyteDB YSQL in production). The password is a secret file.
     db_host: str
     db_port: Annotated[int, Field(ge=1, le=65535)] = 5433
@@ -62,6 +69,13 @@ class JobSettings(BaseSettings):
         if not re.fullmatch(r"[A-Z0-9-]{3,32}", value):
             raise ValueError(f"{value!r} is not an NCC licence number: 3 to 32 capital "
                              "letters, digits or hyphens")
+        return value
+
+    @field_validator("first_data_date", mode="before")
+    @classmethod
+    def iso_day(cls, value: object) -> object:
+        if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            raise ValueError(f"{value!r} is not a day in the form YYYY-MM-DD")
         return value
 
     @field_validator("atrs_base_url")
@@ -112,6 +126,7 @@ SECRET_FILES = (DATABASE_PASSWORD, ATRS_CLIENT_ID, ATRS_CLIENT_SECRET, SFTP_PRIV
 def read_secret(settings: JobSettings, name: str) -> str:
     path = settings.secrets_dir / name
     try:
+        ensure_private(path)
         value = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"secret file {path} is missing (Secret key {name!r})") from None
@@ -122,3 +137,32 @@ def read_secret(settings: JobSettings, name: str) -> str:
     if not stripped:
         raise ConfigError(f"secret file {path} is empty (Secret key {name!r})")
     return value if "\n" in stripped else stripped
+
+
+def ensure_private(path: Path) -> None:
+    """Refuse a secret that others could read or replace: a file readable or writable by
+    others, writable by its group, readable by a group this process is not in, or in a
+    directory anyone may write to without the sticky bit (which lets them swap the file).
+
+    A Kubernetes Secret volume passes: files 0440 owned by the pod's fsGroup (a group of
+    this process), in a tmpfs whose root is 1777 and whose data directory is 0755."""
+    resolved = path.resolve(strict=True)
+    status = resolved.stat()
+    mode = stat.S_IMODE(status.st_mode)
+    own_groups = {os.getegid(), *os.getgroups()}
+    problem = None
+    if mode & 0o007:
+        problem = f"is {'readable' if mode & 0o004 else 'accessible'} by others"
+    elif mode & 0o020:
+        problem = "is writable by its group"
+    elif mode & 0o040 and status.st_gid not in own_groups:
+        problem = f"is readable by group {status.st_gid}, which this job does not belong to"
+    if problem:
+        raise ConfigError(f"secret file {path} {problem} (mode {mode:04o}); refusing to use "
+                          "it: give it mode 0400 or 0440 (a Secret's defaultMode)")
+    for directory in dict.fromkeys((path.parent, resolved.parent)):
+        dir_mode = directory.stat().st_mode
+        if dir_mode & stat.S_IWOTH and not dir_mode & stat.S_ISVTX:
+            raise ConfigError(f"secret file {path} is in {directory}, which anyone may write "
+                              f"to (mode {stat.S_IMODE(dir_mode):04o}, no sticky bit), so "
+                              "anyone could replace it; refusing to use it")

@@ -139,3 +139,19 @@ def upload_atomically(sftp: paramiko.SFTPClient, local: Path, directory: str, ta
         raise
     log.info("uploaded %s (%d bytes)", final, expected, extra={"remote_path": final})
     return expected
+
+
+def remove_files(sftp: paramiko.SFTPClient, directory: str, names: Iterable[str]) -> int:
+    """Delete these files (a rejected package's) where present; returns how many went."""
+    removed = 0
+    for name in names:
+        if "/" in name or name.startswith("."):
+            continue  # only the package's own plain file names, never a path
+        try:
+            sftp.remove(posixpath.join(directory, name))
+        except FileNotFoundError:
+            continue
+        removed += 1
+    if removed:
+        log.info("removed %d files of a rejected package from %s", removed, directory)
+    return removed

@@ -35,7 +35,7 @@ from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy, Una
 from jobs.database import READ_CONTRACT, LockBusy, run_lock
 from jobs.generate import Package, build_package
 from jobs.numbers import record_numbers
-from jobs.periods import INCIDENT_DEADLINE, Period, due, last_complete_period
+from jobs.periods import INCIDENT_DEADLINE, WAT, Period, due, last_complete_period
 from jobs.settings import (
     ATRS_CLIENT_ID,
     ATRS_CLIENT_SECRET,
@@ -44,11 +44,18 @@ from jobs.settings import (
     JobSettings,
     read_secret,
 )
-from jobs.sftp import SftpTarget, remove_stale_partials, sftp_session, upload_atomically
+from jobs.sftp import (
+    SftpTarget,
+    remove_files,
+    remove_stale_partials,
+    sftp_session,
+    upload_atomically,
+)
 
 log = logging.getLogger(__name__)
 Connection = psycopg.Connection[tuple[Any, ...]]
-Status = Literal["accepted", "already-accepted", "generated", "busy", "rejected", "failed"]
+Status = Literal["accepted", "already-accepted", "generated", "busy", "rejected", "failed",
+                 "no-data"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,8 @@ class ReportRun:
     conn: Connection
     settings: JobSettings
     transport: Transport | None  # None: dry run, generate only
+    # The operator's word that a period without a single call record is truly empty.
+    confirm_empty: bool = False
     outcomes: list[Outcome] = field(default_factory=list)
 
     @property
@@ -103,9 +112,12 @@ class ReportRun:
     def pending_periods(self, latest: Period) -> list[Period]:
         """`latest` and the unaccepted periods before it, back to the last accepted one
         (at most `catch_up_periods`): a missed run is caught up by the next."""
+        if before_first_data(latest, self.settings):
+            return []
         periods = [latest]
         candidate = latest.previous()
-        while len(periods) < self.settings.catch_up_periods:
+        while len(periods) < self.settings.catch_up_periods \
+                and not before_first_data(candidate, self.settings):
             if audit.accepted_attempt(self.conn, candidate.report, candidate.label,
                                       **self._who):
                 break
@@ -147,10 +159,27 @@ class ReportRun:
                      period.label, accepted.regulator_reference,
                      extra={"report": report, "period": period.label})
             return Outcome(period.label, "already-accepted", accepted.regulator_reference)
+        attempts = audit.latest_attempts(self.conn, report, period.label, **who)
+        if not attempts and not self.confirm_empty and not call_records_exist(self.conn, period):
+            detail = (f"no call records at all in {report} {period.label} "
+                      f"({period.start:%Y-%m-%d %H:%M} to {period.end:%Y-%m-%d %H:%M} WAT): an "
+                      "ingestion outage, not a day to file as zero; nothing was generated or "
+                      "sent. Once the records are loaded the next run files it; if the day was "
+                      f"truly empty, run `ncc-report {report} --period {period.label} "
+                      "--confirm-empty`")
+            log.error("%s %s held: %s", report, period.label, detail,
+                      extra={"report": report, "period": period.label})
+            return Outcome(period.label, "no-data", detail=detail)
         if self.transport is None:
             build_package(self.conn, period, self.settings.license_number, self.settings.out_dir)
             return Outcome(period.label, "generated", detail="dry run: nothing sent")
-        attempts = audit.latest_attempts(self.conn, report, period.label, **who)
+        if attempts and attempts[0].outcome == "submitting" \
+                and not self.settings.atrs_idempotency_key_honoured:
+            # Killed during its POST: the regulator may hold it, and may not deduplicate.
+            audit.finish_attempt(self.conn, attempts[0].submission_id, "unconfirmed",
+                                 detail="found unfinished by a later run: its POST may have "
+                                        "reached the regulator; not resent until resolved")
+            attempts = audit.latest_attempts(self.conn, report, period.label, **who)
         if attempts and attempts[0].outcome == "unconfirmed":
             detail = (f"attempt {attempts[0].submission_id} got no answer and is not resent "
                       "(NCC_ATRS_IDEMPOTENCY_KEY_HONOURED is false): ask the regulator whether "
@@ -234,20 +263,65 @@ class ReportRun:
                       period.label, error, extra=extra)
             return Outcome(period.label, "failed", detail=str(error))
         except Rejected as error:
+            removed = self._withdraw(body)
             audit.finish_attempt(self.conn, submission_id, "rejected", http_status=error.status,
-                                 detail=error.body[:4000])
-            log.error("ATRS rejected %s %s: %s", period.report, period.label, error.body[:500],
-                      extra=extra)
+                                 detail=f"{error.body[:4000]} [{removed}]")
+            log.error("ATRS rejected %s %s: %s (%s)", period.report, period.label,
+                      error.body[:500], removed, extra=extra)
             return Outcome(period.label, "rejected", detail=error.body)
         except BaseException as error:
             audit.finish_attempt(self.conn, submission_id, "failed", detail=str(error))
             raise
         audit.finish_attempt(self.conn, submission_id, "accepted", http_status=receipt.http_status,
-                             reference=receipt.reference,
-                             detail="regulator already held it" if receipt.duplicate else None)
+                             reference=receipt.reference, detail=_receipt_detail(receipt))
         log.info("ATRS accepted %s %s: reference %s%s", period.report, period.label,
-                 receipt.reference, " (replayed)" if receipt.duplicate else "", extra=extra)
+                 receipt.reference or "(none given)", " (replayed)" if receipt.duplicate else "",
+                 extra=extra)
         return Outcome(period.label, "accepted", receipt.reference)
+
+    def _withdraw(self, body: dict[str, Any]) -> str:
+        """Remove a rejected package's files from the regulator's server: files no accepted
+        submission names would otherwise sit there under the period's official names, and
+        the next attempt uploads its own. A failure to remove is reported, not raised: the
+        rejection is what the audit trail must record."""
+        assert self.transport is not None
+        target = self.transport.sftp
+        names = [str(item["name"]) for item in body.get("files", [])]
+        try:
+            with sftp_session(target) as sftp:
+                gone = remove_files(sftp, target.directory, names)
+        except Exception as error:  # the rejection is recorded whatever SFTP does
+            return f"its files could not be removed from the SFTP server: {error}"
+        return f"removed {gone} of its {len(names)} files from the SFTP server"
+
+
+def _receipt_detail(receipt: Receipt) -> str | None:
+    notes = []
+    if receipt.duplicate:
+        notes.append("regulator already held it")
+    if receipt.reference is None:
+        notes.append(f"HTTP {receipt.http_status} without a reference: the regulator holds it; "
+                     "ask it for the reference if one is needed")
+    return "; ".join(notes) or None
+
+
+def before_first_data(period: Period, settings: JobSettings) -> bool:
+    return period.last_day < settings.first_data_date
+
+
+def ensure_after_first_data(period: Period, settings: JobSettings) -> None:
+    if before_first_data(period, settings):
+        raise ValueError(
+            f"{period.report} {period.label} ends before {settings.first_data_date}, this "
+            "licence's first day of data (NCC_FIRST_DATA_DATE, stack setting "
+            "compliance.firstDataDate): there is nothing to report; nothing was generated "
+            "or sent")
+
+
+def call_records_exist(conn: Connection, period: Period) -> bool:
+    row = conn.execute(sql.SQL("SELECT {}.call_records_exist(%s, %s)").format(
+        sql.Identifier(READ_CONTRACT)), (period.start, period.end)).fetchone()
+    return bool(row and row[0])
 
 
 def report_request(package: Package, environment: str) -> dict[str, Any]:
@@ -275,6 +349,9 @@ class IncidentOutcome:
     already: int
     failed: int
     late: int
+    # Sent once without an answer (NCC_ATRS_IDEMPOTENCY_KEY_HONOURED=false): not resent until
+    # a person records what the regulator says (`ncc-report resolve incident ALERT_ID`).
+    awaiting: int = 0
 
 
 def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
@@ -282,7 +359,8 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
     """Submit every CRITICAL alert not yet accepted, oldest first, once each."""
     who = {"license_number": settings.license_number, "environment": settings.environment}
     with run_lock(conn, f"ncc-report:{settings.license_number}:incidents"):
-        audit.interrupt_unfinished_incidents(conn, **who)
+        audit.interrupt_unfinished_incidents(
+            conn, unanswered=not settings.atrs_idempotency_key_honoured, **who)
         # The whole look-back window, every run: an alert committed late (detected 40 minutes
         # ago, in the database only now) is still inside its hour and is sent.
         since = now - dt.timedelta(hours=settings.incident_lookback_hours)
@@ -300,14 +378,24 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
         alerts = conn.execute(
             sql.SQL("SELECT * FROM {}.critical_alerts(%s)").format(sql.Identifier(READ_CONTRACT)),
             (since,)).fetchall()
-        submitted = already = failed = late = 0
+        submitted = already = failed = late = awaiting = 0
         for alert_id, detected_at, fraud_type, a_number, b_number, action in alerts:
             if audit.accepted_attempt(conn, "incident", alert_id, **who):
                 already += 1
                 continue
+            newest = audit.latest_attempts(conn, "incident", alert_id, **who)[:1]
+            if newest and newest[0].outcome == "unconfirmed":
+                log.error("incident for alert %s got no answer and is not resent "
+                          "(NCC_ATRS_IDEMPOTENCY_KEY_HONOURED is false): ask the regulator, "
+                          "then `ncc-report resolve incident %s --received INCIDENT_ID` or "
+                          "`--not-received`", alert_id, alert_id, extra={"alert_id": alert_id})
+                awaiting += 1
+                continue
             age = now - detected_at
+            # WAT, the offset of every time the daily files carry.
             payload = {"licenseNumber": settings.license_number, "alertId": alert_id,
-                       "detectedAt": detected_at.isoformat(), "severity": "CRITICAL",
+                       "detectedAt": detected_at.astimezone(WAT).isoformat(),
+                       "severity": "CRITICAL",
                        "fraudType": fraud_type, "aNumber": a_number, "bNumber": b_number,
                        "actionTaken": action}
             key = f"{settings.license_number}:incident:{alert_id}"
@@ -329,7 +417,7 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
                 failed += 1
                 continue
             audit.finish_attempt(conn, submission_id, "accepted", http_status=receipt.http_status,
-                                 reference=receipt.reference)
+                                 reference=receipt.reference, detail=_receipt_detail(receipt))
             audit.record_incident(conn, alert_id=alert_id, incident_id=receipt.reference,
                                   detected_at=detected_at,
                                   status=str(receipt.body.get("status", "RECEIVED")), **who)
@@ -339,6 +427,7 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
                 log.error("incident for alert %s submitted %s after detection: past the "
                           "1-hour deadline", alert_id, age, extra={"alert_id": alert_id})
             else:
-                log.info("incident for alert %s accepted: %s", alert_id, receipt.reference,
+                log.info("incident for alert %s accepted: %s", alert_id,
+                         receipt.reference or "(no incident id given)",
                          extra={"alert_id": alert_id})
-        return IncidentOutcome(submitted, already, failed, late)
+        return IncidentOutcome(submitted, already, failed, late, awaiting)

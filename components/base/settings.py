@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal, Self
 
 from croniter import CroniterBadCronError, CroniterBadDateError, croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.base.quantities import parse_quantity
@@ -169,7 +169,20 @@ def _license(text: str) -> str:
     return text
 
 
+def _iso_day(value: object) -> object:
+    """Only `YYYY-MM-DD` (quoted in YAML): pydantic would also read a number as a Unix time."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"{value!r} is not a day in the form 'YYYY-MM-DD' (quote it in YAML)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a valid date: {error}") from None
+
+
 ImageRef = Annotated[str, AfterValidator(_pinned_image)]
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
 CpuQuantity = Annotated[str, AfterValidator(_cpu)]
 MemoryQuantity = Annotated[str, AfterValidator(_memory)]
 StorageQuantity = Annotated[str, AfterValidator(_storage)]

@@ -124,3 +124,13 @@ RETURNS TABLE (raw text)
 LANGUAGE sql STABLE AS $$
     SELECT * FROM ncc_read_v2.unread_numbers(since, until)
 $$;
+
+-- Whether the platform recorded any call in [period_start, period_end): a period without one
+-- is an ingestion outage or a day before the platform, never "0 calls" to file unasked.
+CREATE OR REPLACE FUNCTION ncc_read_v3.call_records_exist(period_start timestamptz,
+                                                          period_end timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM acm.call_records
+                   WHERE started_at >= period_start AND started_at < period_end)
+$$;

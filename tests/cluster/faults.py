@@ -287,13 +287,27 @@ def job_pods(platform: Platform, name: str) -> list[tuple[int | None, str]]:
 def database_query(platform: Platform, query: str) -> list[str]:
     """Rows of `query` in the platform's database, read in the database stand-in's pod with
     the account of its mounted Secret."""
+    return database_rows(platform.cluster, platform.namespace, query)
+
+
+def database_rows(cluster: Cluster, namespace: str, query: str) -> list[str]:
     from kubernetes.stream import stream
 
-    pod = platform.pods("yb-tserver")[0]
+    [pod] = [p for p in cluster.core().list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=yb-tserver").items
+        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None][:1]
     script = ('PGPASSWORD=$(cat /etc/acm/database/password) psql -h /tmp -p "$ACM_DATABASE_PORT"'
-              ' -U "$(cat /etc/acm/database/username)" -d acm -Atc "$1"')
-    output = stream(platform.cluster.core().connect_get_namespaced_pod_exec,
-                    pod.metadata.name, platform.namespace, container="yb-tserver",
+              ' -U "$(cat /etc/acm/database/username)" -d acm -v ON_ERROR_STOP=1 -Atc "$1"')
+    output = stream(cluster.core().connect_get_namespaced_pod_exec,
+                    pod.metadata.name, namespace, container="yb-tserver",
                     command=["sh", "-c", script, "query", query],
                     stderr=True, stdin=False, stdout=True, tty=False)
     return [line for line in str(output).splitlines() if line.strip()]
+
+
+# One call at noon WAT yesterday (the database's clock): the day the report jobs file next
+# holds traffic, as a production day does (a day without a call record is held, not filed).
+A_CALL_YESTERDAY = (
+    "INSERT INTO acm.call_records VALUES (900001, ((now() AT TIME ZONE 'Africa/Lagos')::date"
+    " - 1 + time '12:00') AT TIME ZONE 'Africa/Lagos', '08030000000', '08039999999', 25)"
+    " ON CONFLICT DO NOTHING RETURNING call_id")

@@ -27,6 +27,7 @@ import pytest
 import trustme
 
 from tests.cluster.faults import (
+    A_CALL_YESTERDAY,
     Platform,
     breaker_answers_again,
     breaker_keys,
@@ -124,6 +125,7 @@ def test_a_database_restart_during_a_report_run_sends_no_period_twice(platform: 
         # The regulator takes the submission and answers 20 s later: the moment the database
         # goes, the acceptance cannot be recorded.
         atrs.fail(Fault("/compliance/reports/daily", delay=20, after=True))
+        database_query(platform, A_CALL_YESTERDAY)
         restarts = platform.restarts("yb-tserver", "yb-tserver")
         run_report_job(platform, name, secret={
             job_settings.ATRS_CLIENT_ID: atrs.client_id,

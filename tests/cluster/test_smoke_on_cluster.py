@@ -22,6 +22,7 @@ from kubernetes import client as kube_client
 
 from components.base.kube import CONFIG_HASH_ANNOTATION
 from stacks.render import Rendering
+from tests.cluster.faults import A_CALL_YESTERDAY, database_rows
 from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
 from tests.conftest import REPO, rendering_of
 from tests.engine import Engine
@@ -332,6 +333,7 @@ def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
     real job image, built in this run, against the PostgreSQL stand-in, in dry run."""
     cluster, rendering, kubeconfig = live_stack
     namespace, batch, core = rendering.config.namespace, cluster.batch(), cluster.core()
+    database_rows(cluster, namespace, A_CALL_YESTERDAY)
     batch.create_namespaced_job(namespace, job_of(
         batch.read_namespaced_cron_job("ncc-report-daily", namespace), "ncc-report-daily-now"))
 

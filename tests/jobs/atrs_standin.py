@@ -37,8 +37,11 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
     delay: float = 0.0
-    # Apply the delay after processing (the request takes effect, the answer comes late).
+    # After processing: the request takes effect, then the delay, and the answer is this
+    # fault's status and body (or the real answer when status is None).
     after: bool = False
+    # Sent as the body instead of `body` as JSON (an answer that is not JSON).
+    raw: bytes | None = None
 
 
 @dataclass
@@ -56,12 +59,14 @@ class AtrsStandin:
                  sftp_root: Path | None = None, host: str = "127.0.0.1") -> None:
         self.license_number = license_number
         self.client_id, self.client_secret = client_id, client_secret
-        self.token_lifetime = 3600
+        # int seconds; a string (some servers send one); None: no expires_in at all.
+        self.token_lifetime: int | str | None = 3600
         self.tokens: dict[str, float] = {}
         self.faults: list[Fault] = []
         self.accepted: list[Accepted] = []
         self.replies: dict[str, tuple[int, dict[str, Any]]] = {}
         self.incident_status: dict[str, str] = {}
+        self.issued_tokens: list[str] = []
         self.log: list[tuple[str, str, int]] = []
         self.sftp_root = sftp_root
         # False: a regulator that ignores Idempotency-Key and stores every POST it receives
@@ -126,10 +131,17 @@ class AtrsStandin:
         if form.get("grant_type") != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}
         token = hashlib.sha256(f"{time.time_ns()}".encode()).hexdigest()
+        lifetime = self.token_lifetime
+        # A token without a usable stated lifetime lives an hour on this server.
+        seconds = float(lifetime) if isinstance(lifetime, int) or (
+            isinstance(lifetime, str) and lifetime.isdigit()) else 3600.0
         with self._lock:
-            self.tokens[token] = time.monotonic() + self.token_lifetime
-        return 200, {"access_token": token, "token_type": "Bearer",
-                     "expires_in": self.token_lifetime}
+            self.tokens[token] = time.monotonic() + seconds
+            self.issued_tokens.append(token)
+        answer: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
+        if lifetime is not None:
+            answer["expires_in"] = lifetime
+        return 200, answer
 
     def _authorized(self, headers: Any) -> bool:
         value = headers.get("Authorization", "")
@@ -183,7 +195,8 @@ class AtrsStandin:
             return 422, {"errors": [f"{name}: required" for name in missing]}
         with self._lock:
             for item in self.accepted:
-                if item.kind == "incident" and item.period == body["alertId"]:
+                if item.kind == "incident" and item.period == body["alertId"] and \
+                        self.honours_idempotency_key:
                     return 409, {"incidentId": item.reference, "status": "DUPLICATE"}
             incident_id = f"INC-{len(self.accepted) + 1:06d}"
             self.accepted.append(Accepted("incident", body["alertId"], key, incident_id, body))
@@ -191,10 +204,17 @@ class AtrsStandin:
         return 201, {"incidentId": incident_id, "status": "RECEIVED"}
 
     def handle(self, method: str, path: str, headers: Any,
-               body: bytes) -> tuple[int, dict[str, Any], dict[str, str], float]:
+               body: bytes) -> tuple[int, dict[str, Any] | bytes, dict[str, str], float]:
         fault = self._take_fault(path)
         if fault and fault.status is not None and not fault.after:
-            return fault.status, fault.body, fault.headers, fault.delay
+            return fault.status, fault.raw or fault.body, fault.headers, fault.delay
+        status, answer, extra, delay = self._answer(method, path, headers, body, fault)
+        if fault and fault.after and fault.status is not None:
+            return fault.status, fault.raw or fault.body, fault.headers, delay
+        return status, answer, extra, delay
+
+    def _answer(self, method: str, path: str, headers: Any, body: bytes,
+                fault: Fault | None) -> tuple[int, dict[str, Any], dict[str, str], float]:
         delay = fault.delay if fault else 0.0
         if method == "POST" and path == "/oauth/token":
             status, answer = self._token(headers, body)
@@ -252,7 +272,7 @@ class AtrsStandin:
                                                               body)
                 if delay:
                     time.sleep(delay)
-                data = json.dumps(answer).encode()
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 with standin._lock:
                     standin.log.append((method, self.path, status))
                 try:

@@ -4,6 +4,7 @@ and the job's environment (NCC_* variables and a secrets directory, as the CronJ
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 import trustme
 
+from jobs import clock
 from jobs.database import SOURCE_SCHEMA_FILE, schema_sql
 from jobs.settings import (
     ATRS_CLIENT_ID,
@@ -28,6 +30,8 @@ from tests.jobs.servers import Postgres, SftpServer, postgres_server, sftp_serve
 LICENSE = "NCC-ACM-0042"
 JOB_USER, JOB_PASSWORD = "ncc_compliance", "job-db-password"
 TEMPLATE = "acm_template"
+# Before every day the tests load, after the days an operator mistypes (2019, 1970).
+FIRST_DATA_DATE = "2020-01-01"
 _numbers = itertools.count()
 
 
@@ -112,6 +116,7 @@ def job_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database: Database,
             monkeypatch.delenv(key)
     values = {
         "NCC_LICENSE_NUMBER": LICENSE, "NCC_ENVIRONMENT": "sandbox",
+        "NCC_FIRST_DATA_DATE": FIRST_DATA_DATE,
         "NCC_DB_HOST": database.server.host, "NCC_DB_PORT": str(database.server.port),
         "NCC_DB_NAME": database.name, "NCC_DB_USER": JOB_USER, "NCC_DB_SSLMODE": "disable",
         "NCC_SFTP_HOST": sftp.host, "NCC_SFTP_PORT": str(sftp.port), "NCC_SFTP_USER": sftp.user,
@@ -124,3 +129,9 @@ def job_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database: Database,
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values
+
+
+@pytest.fixture(autouse=True)
+def database_clock_reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with the job's clock unmeasured, as a new process does."""
+    monkeypatch.setattr(clock, "_offset", dt.timedelta(0), raising=False)

@@ -71,3 +71,12 @@ def add_critical_alert(conn: psycopg.Connection[Any], alert_id: str,
                        detected_at: dt.datetime) -> None:
     conn.execute("INSERT INTO acm.fraud_alerts VALUES (%s, %s, NULL, 'CRITICAL', 'SIM_BOX',"
                  " '08031112222', '08033334444', 'OPEN')", (alert_id, detected_at))
+
+
+def add_calls(conn: psycopg.Connection[Any], *days: str) -> None:
+    """One call at noon WAT on each of these days: a day the platform carried traffic."""
+    row = conn.execute("SELECT coalesce(max(call_id), 0) FROM acm.call_records").fetchone()
+    first = int(row[0]) + 1 if row else 1
+    conn.cursor().executemany(
+        "INSERT INTO acm.call_records VALUES (%s, %s, '08030000000', '08039999999', 25)",
+        [(first + n, at(f"{day}T12:00:00+01:00")) for n, day in enumerate(days)])

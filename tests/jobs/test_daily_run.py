@@ -16,7 +16,7 @@ from jobs.settings import SFTP_KNOWN_HOSTS, load_settings
 from jobs.submit import ReportRun, scheduled_periods
 from tests.jobs.atrs_standin import AtrsStandin, Fault
 from tests.jobs.conftest import LICENSE, Database
-from tests.jobs.dataset import load_awkward_day
+from tests.jobs.dataset import add_calls, load_awkward_day
 
 pytestmark = pytest.mark.slow
 DAY = "2026-11-23"
@@ -68,6 +68,9 @@ def test_daily_run_uploads_atomically_submits_once_and_records(
 
 def test_dry_run_generates_and_sends_nothing(job_env: dict[str, str], database: Database,
                                              atrs: AtrsStandin, remote_dir: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
+        before = conn.execute("SELECT count(*) FROM acm.call_records").fetchone()
     assert cli.main(["daily", "--date", DAY, "--dry-run"]) == 0
     assert (Path(job_env["NCC_OUT_DIR"]) / "daily" / DAY / f"ACM_DAILY_{LICENSE}_20261123.csv"
             ).is_file()
@@ -77,10 +80,13 @@ def test_dry_run_generates_and_sends_nothing(job_env: dict[str, str], database: 
     with database.connect() as conn:
         assert conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'ncc%'"
                             ).fetchall() == []
+        assert conn.execute("SELECT count(*) FROM acm.call_records").fetchone() == before
 
 
 def test_rejected_payload_fails_loudly_and_a_rerun_records_a_new_attempt(
         job_env: dict[str, str], database: Database, atrs: AtrsStandin) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
     atrs.fail(Fault("/compliance/reports/daily", 422, body={"errors": ["statistics: bad"]}))
     assert cli.main(["daily", "--date", DAY]) == 1
     assert submissions(database) == [(DAY, "rejected", None)]
@@ -94,6 +100,8 @@ def test_rejected_payload_fails_loudly_and_a_rerun_records_a_new_attempt(
 def test_unpinned_host_key_is_refused(job_env: dict[str, str], database: Database,
                                       atrs: AtrsStandin, remote_dir: Path, secrets_dir: Path,
                                       tmp_path: Path) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     known = secrets_dir / SFTP_KNOWN_HOSTS
@@ -146,6 +154,8 @@ def test_malformed_period_is_named(job_env: dict[str, str],
 
 def test_scheduled_run_catches_up_missed_days(job_env: dict[str, str], database: Database,
                                              atrs: AtrsStandin) -> None:
+    with database.connect() as conn:
+        add_calls(conn, "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23")
     assert cli.main(["daily", "--date", "2026-11-20"]) == 0
     settings = load_settings()
     lagos_0530 = dt.datetime(2026, 11, 24, 4, 30, tzinfo=dt.UTC)
@@ -169,6 +179,8 @@ def test_first_ever_run_does_not_invent_a_backlog(job_env: dict[str, str],
 
 def test_audit_rows_cannot_be_deleted_or_accepted_twice(job_env: dict[str, str],
                                                         database: Database) -> None:
+    with database.connect() as conn:
+        load_awkward_day(conn)
     assert cli.main(["daily", "--date", DAY]) == 0
     with database.connect() as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="retained until"):

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from jobs import cli, clock
+from jobs.periods import WAT, wat_midnight
 from tests.jobs.atrs_standin import AtrsStandin
 from tests.jobs.conftest import LICENSE, Database
 from tests.jobs.dataset import load_awkward_day
@@ -63,18 +64,21 @@ UNFINISHED = [
 @pytest.mark.parametrize(("command", "now", "expected"), UNFINISHED,
                          ids=[" ".join(case[0]) for case in UNFINISHED])
 def test_a_period_that_has_not_ended_is_refused_before_any_work(
-        job_env: dict[str, str], atrs: AtrsStandin, monkeypatch: pytest.MonkeyPatch,
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin,
+        monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], command: list[str], now: str, expected: str,
         dry_run: bool) -> None:
-    set_clock(monkeypatch, now)
-    # No database either: the refusal comes before a connection is even tried.
-    monkeypatch.setenv("NCC_DB_PORT", str(closed_port()))
+    set_clock(monkeypatch, now)  # the database's clock, which the job decides on
     assert cli.main(command + (["--dry-run"] if dry_run else [])) == 2
     printed = capsys.readouterr()
     assert expected in printed.err
     assert "nothing was generated or sent" in printed.err
     assert not (Path(job_env["NCC_OUT_DIR"])).exists()
     assert atrs.log == []
+    # Refused on connecting, before the job's schemas or any row were written.
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ncc%'"
+                            ).fetchone() == (0,)
     no_traceback(printed)
 
 
@@ -88,7 +92,21 @@ def test_the_day_after_its_end_is_reported(
 
 
 BAD_ARGUMENTS = [
-    (["daily", "--date", "2026-02-30"], {}, "--period '2026-02-30': not a daily period"),
+    (["daily", "--date", "2026-02-30"], {}, "--date '2026-02-30': not a daily period"),
+    # Python's ISO parser takes these as 2026-11-20; an operator may have meant otherwise.
+    (["daily", "--date", "20261120"], {}, "--date '20261120': not a daily period (YYYY-MM-DD)"),
+    (["daily", "--date", "2026-W47-5"], {}, "--date '2026-W47-5': not a daily period"),
+    (["weekly", "--date", "2026-11-2"], {}, "--date '2026-11-2': not a weekly period"),
+    # Before the licence's first data: an all-zero report that could never be corrected.
+    (["daily", "--date", "2019-01-01"], {},
+     "daily 2019-01-01 ends before 2020-01-01, this licence's first day of data"),
+    (["daily", "--date", "1970-01-01", "--dry-run"], {},
+     "daily 1970-01-01 ends before 2020-01-01"),
+    (["monthly", "--period", "2019-12"], {}, "monthly 2019-12 ends before 2020-01-01"),
+    (["daily", "--date", "2026-11-23"], {"NCC_FIRST_DATA_DATE": None},
+     "NCC_FIRST_DATA_DATE: Field required"),
+    (["daily", "--date", "2026-11-23"], {"NCC_FIRST_DATA_DATE": "20200101"},
+     "NCC_FIRST_DATA_DATE: '20200101' is not a day in the form YYYY-MM-DD"),
     (["weekly", "--period", "2026-W60"], {}, "--period '2026-W60': not a weekly period"),
     (["monthly", "--period", "2026-13"], {}, "not a monthly period"),
     (["daily", "--date", "2026-11-23"], {"NCC_SFTP_HOST": None},
@@ -254,3 +272,101 @@ def test_an_overlapping_incidents_run_says_so_in_one_line(
                                    "starting a second one; this run did nothing")
     assert atrs.calls("POST", "/fraud") == []
     no_traceback(printed)
+
+
+def test_a_day_without_a_single_call_record_is_held_until_confirmed(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # An ingestion outage: the day's alerts arrived, its call records did not.
+    with database.connect() as conn:
+        conn.execute("INSERT INTO acm.fraud_alerts VALUES ('X1', '2026-11-23T10:00:00Z', NULL,"
+                     " 'HIGH', 'WANGIRI', '08031112222', '08033334444', 'OPEN')")
+    assert cli.main(["daily", "--date", "2026-11-23"]) == 1
+    printed = capsys.readouterr()
+    assert "daily 2026-11-23: no-data: no call records at all" in printed.out
+    assert "--confirm-empty" in printed.out
+    assert atrs.log == []  # the regulator was not even asked
+    assert not (Path(job_env["NCC_OUT_DIR"]) / "daily" / "2026-11-23").exists()
+    with database.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM ncc_audit.submissions").fetchone() == (0,)
+    # The records come in: the next run files the true figures.
+    with database.connect() as conn:
+        conn.execute("INSERT INTO acm.call_records VALUES (1, '2026-11-23T10:00:00Z',"
+                     " '08030000000', '08039999999', 12)")
+    assert cli.main(["daily", "--date", "2026-11-23"]) == 0
+    assert atrs.accepted_for("daily", "2026-11-23")[0].body["statistics"]["total_calls"] == 1
+
+
+def test_a_truly_empty_day_is_filed_when_the_operator_confirms_it(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin) -> None:
+    assert cli.main(["daily", "--date", "2026-11-23", "--confirm-empty"]) == 0
+    assert atrs.accepted_for("daily", "2026-11-23")[0].body["statistics"]["total_calls"] == 0
+
+
+def test_a_scheduled_run_never_reaches_back_before_the_first_data(
+        job_env: dict[str, str], database: Database, atrs: AtrsStandin,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NCC_FIRST_DATA_DATE", "2026-11-24")
+    set_clock(monkeypatch, "2026-11-24T04:30:00+00:00")  # 05:30 WAT: the 23rd is the latest
+    assert cli.main(["daily"]) == 0
+    assert "daily: 0 period(s) to run" in capsys.readouterr().err
+    assert atrs.log == []
+
+
+@pytest.mark.parametrize(("mode", "group", "expected"), [
+    (0o444, None, "is readable by others (mode 0444)"),
+    (0o402, None, "is accessible by others (mode 0402)"),
+    (0o460, None, "is writable by its group"),
+    (0o440, 54321, "is readable by group 54321, which this job does not belong to"),
+])
+def test_a_secret_file_others_could_read_is_refused(
+        job_env: dict[str, str], secrets_dir: Path, capsys: pytest.CaptureFixture[str],
+        mode: int, group: int | None, expected: str) -> None:
+    secret = secrets_dir / "database-password"
+    if group is not None:
+        os.chown(secret, -1, group)
+    secret.chmod(mode)
+    assert cli.main(["daily", "--date", "2026-11-23", "--dry-run"]) == 2
+    printed = capsys.readouterr()
+    assert f"secret file {secret} {expected}" in printed.err
+    no_traceback(printed)
+
+
+def test_a_secret_in_a_directory_anyone_may_write_to_is_refused(
+        job_env: dict[str, str], database: Database, secrets_dir: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    secrets_dir.chmod(0o777)
+    assert cli.main(["daily", "--date", "2026-11-23", "--dry-run"]) == 2
+    assert "which anyone may write to (mode 0777, no sticky bit)" in capsys.readouterr().err
+    # A Kubernetes Secret volume's root: world-writable with the sticky bit, 0440 files of
+    # the pod's group (this process's), behind the kubelet's symbolic links.
+    data = secrets_dir / "..2026_12_03_10_00_00.000000001"
+    data.mkdir()
+    for secret in [p for p in secrets_dir.iterdir() if not p.name.startswith("..")]:
+        target = data / secret.name
+        secret.rename(target)
+        target.chmod(0o440)
+        os.chown(target, -1, os.getegid())
+        secret.symlink_to(Path(data.name) / secret.name)
+    secrets_dir.chmod(0o1777)
+    with database.connect() as conn:
+        load_awkward_day(conn)
+    assert cli.main(["daily", "--date", "2026-11-23", "--dry-run"]) == 0
+
+
+def test_a_day_the_database_says_has_not_ended_is_refused_whatever_this_node_thinks(
+        job_env: dict[str, str], database: Database, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with database.connect() as conn:
+        database_now = (conn.execute("SELECT now()").fetchone() or [None])[0]
+    assert isinstance(database_now, dt.datetime)
+    today = database_now.astimezone(WAT).date()
+    # This node's clock is a minute past the end of today (WAT): on its own clock the day has
+    # ended, on the database's it has not.
+    ahead = wat_midnight(today + dt.timedelta(days=1)) + dt.timedelta(minutes=1) - database_now
+    real = clock._local_now
+    monkeypatch.setattr(clock, "_local_now", lambda: real() + ahead)
+    assert cli.main(["daily", "--date", today.isoformat(), "--dry-run"]) == 2
+    printed = capsys.readouterr()
+    assert f"daily {today} has not ended" in printed.err
+    assert "ahead of the report database's; the job keeps to the database's" in printed.err

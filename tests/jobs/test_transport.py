@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.atrs import AtrsClient, Rejected, RetryPolicy, Unavailable
+from jobs.atrs import AtrsClient, Rejected, RetryPolicy, TokenRefused, Unavailable
 from jobs.sftp import (
     SftpTarget,
     TransferError,
@@ -49,14 +49,24 @@ def test_token_is_reused_until_shortly_before_expiry(standin: AtrsStandin,
     client.health()
     client.submit_report("daily", report(), "k1")
     assert standin.calls("POST", "/oauth/token") == [200]
-    # A token that lives 60 s is inside the refresh margin from the start: fetched each time.
+    # A token that lives 60 s is shorter than twice the minute's margin: it is used for half
+    # its life (a server that ends it sooner answers 401, and one fresh token follows).
     standin.token_lifetime = 60
     client2 = AtrsClient(standin.base_url, standin.client_id, standin.client_secret,
                          ca_file=standin.ca_file, retry=FAST)
     with client2:
         client2.submit_report("daily", report("2026-11-24"), "k2")
         client2.submit_report("daily", report("2026-11-25"), "k3")
-    assert standin.calls("POST", "/oauth/token") == [200, 200, 200]
+    assert standin.calls("POST", "/oauth/token") == [200, 200]
+    # One that lives 1 s is fetched again for the next call, half a second later.
+    standin.token_lifetime = 1
+    client3 = AtrsClient(standin.base_url, standin.client_id, standin.client_secret,
+                         ca_file=standin.ca_file, retry=FAST)
+    with client3:
+        client3.submit_report("daily", report("2026-11-26"), "k4")
+        time.sleep(0.6)
+        client3.submit_report("daily", report("2026-11-27"), "k5")
+    assert standin.calls("POST", "/oauth/token") == [200, 200, 200, 200]
 
 
 def test_token_expired_on_the_server_is_renewed_and_the_call_replayed(
@@ -131,7 +141,7 @@ def test_tls_is_verified(standin: AtrsStandin) -> None:
 
 def test_wrong_client_secret_is_a_rejection(standin: AtrsStandin) -> None:
     with AtrsClient(standin.base_url, standin.client_id, "wrong", ca_file=standin.ca_file,
-                    retry=FAST) as wrong, pytest.raises(Rejected, match="invalid_client"):
+                    retry=FAST) as wrong, pytest.raises(TokenRefused, match="invalid_client"):
         wrong.submit_report("daily", report(), "k1")
 
 
