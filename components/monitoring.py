@@ -41,6 +41,7 @@ METRICS = {
     "incidents_unsent": "ncc_incidents_unsent_past_deadline",
     "incidents_late": "ncc_incidents_submitted_late_24h",
     "submissions_unconfirmed": "ncc_submissions_unconfirmed",
+    "day_without_call_records": "ncc_report_last_day_without_call_records",
 }
 # How old the last accepted submission of each report may be before the run counts as missed:
 # one period plus the slack between the job's start and the regulator's deadline.

@@ -22,14 +22,16 @@ from prometheus_client.registry import Collector
 
 from jobs import audit
 from jobs.database import apply_schema, connect
-from jobs.periods import REPORTS
+from jobs.periods import REPORTS, last_complete_period
 from jobs.settings import JobSettings
+from jobs.submit import before_first_data, call_records_exist
 
 log = logging.getLogger(__name__)
 LAST_ACCEPTED = "ncc_report_last_accepted_timestamp_seconds"
 INCIDENTS_UNSENT = "ncc_incidents_unsent_past_deadline"
 INCIDENTS_LATE = "ncc_incidents_submitted_late_24h"
 UNCONFIRMED = "ncc_submissions_unconfirmed"
+DAY_WITHOUT_DATA = "ncc_report_last_day_without_call_records"
 
 
 class AuditCollector(Collector):
@@ -40,6 +42,9 @@ class AuditCollector(Collector):
         last = GaugeMetricFamily(LAST_ACCEPTED, "Unix time of the last submission the "
                                  "regulator accepted, per report", labels=["report"])
         up = GaugeMetricFamily("ncc_report_audit_up", "1 when the audit trail could be read")
+        without_data = GaugeMetricFamily(
+            DAY_WITHOUT_DATA, "1 when the last complete WAT day holds no call record and is not "
+            "accepted: the daily job holds it (an ingestion outage is not filed as zero)")
         unsent = GaugeMetricFamily(
             INCIDENTS_UNSENT, "CRITICAL alerts of the last 7 days detected over an hour ago that "
             "the regulator has not accepted as incidents")
@@ -55,6 +60,7 @@ class AuditCollector(Collector):
                 accepted = audit.last_accepted(conn, **who)
                 incidents = audit.incident_deadlines(conn, **who)
                 waiting = audit.unconfirmed_periods(conn, **who)
+                empty_day = _last_day_without_data(conn, self._settings)
         except Exception as error:  # a scrape must answer; `up` carries the failure
             log.error("audit trail unreadable: %s", error)
             up.add_metric([], 0.0)
@@ -67,12 +73,25 @@ class AuditCollector(Collector):
         late.add_metric([], float(incidents.submitted_late_24h))
         for report in (*REPORTS, "incident"):
             unconfirmed.add_metric([report], float(sum(r == report for r, _ in waiting)))
+        without_data.add_metric([], 1.0 if empty_day else 0.0)
         up.add_metric([], 1.0)
         yield last
+        yield without_data
         yield unsent
         yield late
         yield unconfirmed
         yield up
+
+
+def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:
+    row = conn.execute("SELECT statement_timestamp()").fetchone()
+    day = last_complete_period("daily", row[0])
+    if before_first_data(day, settings):
+        return False
+    if audit.accepted_attempt(conn, "daily", day.label, settings.license_number,
+                              settings.environment):
+        return False
+    return not call_records_exist(conn, day)
 
 
 def serve(settings: JobSettings, port: int, address: str = "0.0.0.0") -> None:

@@ -370,3 +370,29 @@ def test_a_day_the_database_says_has_not_ended_is_refused_whatever_this_node_thi
     printed = capsys.readouterr()
     assert f"daily {today} has not ended" in printed.err
     assert "ahead of the report database's; the job keeps to the database's" in printed.err
+
+
+def test_the_exporter_alerts_while_yesterday_holds_no_call_record(
+        job_env: dict[str, str], database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.exporter import DAY_WITHOUT_DATA, AuditCollector
+    from jobs.settings import load_settings
+
+    assert cli.main(["migrate"]) == 0
+    collector = AuditCollector(load_settings())
+
+    def gauge() -> float:
+        [family] = [m for m in collector.collect() if m.name == DAY_WITHOUT_DATA]
+        return float(family.samples[0].value)
+
+    assert gauge() == 1.0  # NccDayWithoutCallRecords fires
+    with database.connect() as conn:
+        conn.execute("INSERT INTO acm.call_records VALUES (1, (((now() AT TIME ZONE"
+                     " 'Africa/Lagos')::date - 1) + time '12:00') AT TIME ZONE 'Africa/Lagos',"
+                     " '08030000000', '08039999999', 12)")
+    assert gauge() == 0.0
+    # Before the licence's first data there is nothing to miss.
+    with database.connect() as conn:
+        conn.execute("DELETE FROM acm.call_records")
+    monkeypatch.setenv("NCC_FIRST_DATA_DATE", "2099-01-01")
+    collector = AuditCollector(load_settings())
+    assert gauge() == 0.0
