@@ -84,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _period_options(command: argparse.ArgumentParser, help_text: str) -> None:
     options = command.add_mutually_exclusive_group()
-    options.add_argument("--period", dest="period_option", help=help_text)
-    options.add_argument("--date", dest="date_option", help="the same as --period")
+    options.add_argument("--period", dest="period_option", metavar="PERIOD", help=help_text)
+    options.add_argument("--date", dest="date_option", metavar="DAY",
+                         help="the same as --period")
 
 
 def _named_period(args: argparse.Namespace) -> tuple[str, str] | None:
