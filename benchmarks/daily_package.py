@@ -78,7 +78,8 @@ def main() -> None:
         (secrets / "database-password").write_text("pg-test-superuser\n")
         (secrets / "database-password").chmod(0o400)  # the job refuses a file others can read
         env = {**os.environ, "NCC_LICENSE_NUMBER": "NCC-ACM-0042", "NCC_ENVIRONMENT": "sandbox",
-               "NCC_FIRST_DATA_DATE": "2026-01-01", "NCC_DB_HOST": server.host, "NCC_DB_PORT": str(server.port),
+               "NCC_FIRST_DATA_DATE": "2026-01-01",
+               "NCC_DB_HOST": server.host, "NCC_DB_PORT": str(server.port),
                "NCC_DB_NAME": "postgres", "NCC_DB_USER": "postgres",
                "NCC_DB_SSLMODE": "disable", "NCC_SECRETS_DIR": str(secrets),
                "NCC_OUT_DIR": str(Path(scratch) / "out")}
