@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote_plus
 
 import httpx
@@ -362,7 +362,8 @@ class AtrsClient:
 
     def health(self) -> dict[str, Any]:
         response = self._call("GET", "/health")
-        _refuse_unless(response, 200)
+        if response.status_code != 200:
+            _refusal(response)
         return _json_object(response) or {}
 
     def _submit(self, path: str, payload: dict[str, Any], idempotency_key: str,
@@ -373,7 +374,7 @@ class AtrsClient:
                               headers={"Idempotency-Key": idempotency_key})
         status = response.status_code
         if not (200 <= status < 300 or status == 409):
-            _refuse_unless(response, 200)
+            _refusal(response)
         body = _json_object(response)
         reference = body.get(reference_field) if body is not None else None
         if not isinstance(reference, str) or not reference.strip():
@@ -400,7 +401,8 @@ class AtrsClient:
 
     def incident_status(self, incident_id: str) -> dict[str, Any]:
         response = self._call("GET", f"/fraud/incidents/{incident_id}")
-        _refuse_unless(response, 200)
+        if response.status_code != 200:
+            _refusal(response)
         body = _json_object(response)
         if body is None:
             raise AtrsError(f"GET /fraud/incidents/{incident_id}: HTTP 200 whose body is not a "
@@ -416,10 +418,8 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _refuse_unless(response: httpx.Response, expected: int) -> None:
+def _refusal(response: httpx.Response) -> NoReturn:
     """A 401 here came after a freshly fetched token (ClientCredentials replays once)."""
-    if response.status_code == expected:
-        return
     if response.status_code == 401:
         raise Unauthorized(f"{response.request.method} {response.request.url.path}: HTTP 401 "
                            "with a freshly issued access token; the submission was not judged, "

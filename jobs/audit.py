@@ -59,15 +59,21 @@ def accepted_before(conn: Connection, report: str, period: str, license_number: 
     return row is not None
 
 
+def unfinished_closing(unanswered: bool) -> tuple[str, str]:
+    """How an attempt a killed run left open is closed: `interrupted` (its request is resent
+    under the same key), or, where the regulator's honouring of the key is not confirmed
+    (`unanswered`), `unconfirmed`: the POST may have reached the regulator, and a person asks
+    before anything is resent."""
+    if unanswered:
+        return ("unconfirmed", "found unfinished by a later run: its POST may have reached the "
+                "regulator, and it is not resent until a person resolves it")
+    return "interrupted", "found unfinished by a later run"
+
+
 def interrupt_unfinished_incidents(conn: Connection, license_number: str, environment: str,
                                    unanswered: bool = False) -> None:
-    """Close the incident attempts a killed run left open. Their alerts are sent again under
-    the same idempotency key; or, where the regulator's honouring of the key is not confirmed
-    (`unanswered`), they end `unconfirmed`: the POST may have reached the regulator, and a
-    person asks before anything is resent."""
-    outcome, detail = (("unconfirmed", "found unfinished by a later run: its POST may have "
-                        "reached the regulator, and it is not resent until a person resolves it")
-                       if unanswered else ("interrupted", "found unfinished by a later run"))
+    """Close the incident attempts a killed run left open (`unfinished_closing`)."""
+    outcome, detail = unfinished_closing(unanswered)
     conn.execute(
         "UPDATE ncc_audit.submissions SET outcome = %s, finished_at = now(), detail = %s"
         " WHERE report = 'incident' AND license_number = %s AND environment = %s"

@@ -15,8 +15,9 @@ ends before the licence's first data (NCC_FIRST_DATA_DATE), and one without a si
 (unless --confirm-empty) are refused before anything is generated or sent.
 
 Exit status: 0 done, already accepted, or another run holds the lock (it does the work);
-1 a period failed or was rejected; 2 bad settings or arguments, or a period that has not ended
-(nothing was done); 3 the report database could not be reached or failed during the run.
+1 a period failed, was rejected, holds no call record, or waits for `resolve` (an incident
+too); 2 bad settings or arguments, or a period that has not ended or ends before the first
+data (nothing was done); 3 the report database could not be reached or failed during the run.
 """
 
 from __future__ import annotations
@@ -31,15 +32,17 @@ from typing import Any, cast
 
 from jobs import audit, clock
 from jobs.database import DatabaseUnavailable, LockBusy, apply_schema, connect
-from jobs.periods import REPORTS, SHAPES, Period, Report, ensure_ended, parse_period
-from jobs.settings import ConfigError, JobSettings, load_settings
-from jobs.submit import (
-    ReportRun,
-    Transport,
+from jobs.periods import (
+    REPORTS,
+    SHAPES,
+    Period,
+    Report,
     ensure_after_first_data,
-    scheduled_periods,
-    submit_incidents,
+    ensure_ended,
+    parse_period,
 )
+from jobs.settings import ConfigError, JobSettings, load_settings
+from jobs.submit import ReportRun, Transport, scheduled_periods, submit_incidents
 
 log = logging.getLogger("ncc-report")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
@@ -152,7 +155,7 @@ def _requested_periods(args: argparse.Namespace, settings: JobSettings) -> list[
     if args.command not in REPORTS or not named:
         return None
     period = parse_period(cast(Report, args.command), named[1], named[0])
-    ensure_after_first_data(period, settings)
+    ensure_after_first_data(period, settings.first_data_date)
     return [period]
 
 

@@ -22,9 +22,9 @@ from prometheus_client.registry import Collector
 
 from jobs import audit
 from jobs.database import apply_schema, connect
-from jobs.periods import REPORTS, last_complete_period
+from jobs.generate import call_records_exist
+from jobs.periods import REPORTS, before_first_data, last_complete_period
 from jobs.settings import JobSettings
-from jobs.submit import before_first_data, call_records_exist
 
 log = logging.getLogger(__name__)
 LAST_ACCEPTED = "ncc_report_last_accepted_timestamp_seconds"
@@ -86,7 +86,7 @@ class AuditCollector(Collector):
 def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:
     row = conn.execute("SELECT statement_timestamp()").fetchone()
     day = last_complete_period("daily", row[0])
-    if before_first_data(day, settings):
+    if before_first_data(day, settings.first_data_date):
         return False
     if audit.accepted_attempt(conn, "daily", day.label, settings.license_number,
                               settings.environment):

@@ -275,3 +275,10 @@ def _replace_directory(staging: Path, final: Path) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         staging.rename(final)
+
+
+def call_records_exist(conn: Connection, period: Period) -> bool:
+    """Whether the platform recorded any call in the period (the read contract's answer)."""
+    row = conn.execute(sql.SQL("SELECT {}.call_records_exist(%s, %s)").format(
+        sql.Identifier(READ_CONTRACT)), (period.start, period.end)).fetchone()
+    return bool(row and row[0])

@@ -110,6 +110,20 @@ def ensure_ended(period: Period, now: dt.datetime) -> None:
             "generated or sent")
 
 
+def before_first_data(period: Period, first_data_date: dt.date) -> bool:
+    """Whether `period` ends before the licence's first day of data: nothing to report."""
+    return period.last_day < first_data_date
+
+
+def ensure_after_first_data(period: Period, first_data_date: dt.date) -> None:
+    if before_first_data(period, first_data_date):
+        raise ValueError(
+            f"{period.report} {period.label} ends before {first_data_date}, this "
+            "licence's first day of data (NCC_FIRST_DATA_DATE, stack setting "
+            "compliance.firstDataDate): there is nothing to report; nothing was generated "
+            "or sent")
+
+
 def last_complete_period(report: Report, now: dt.datetime) -> Period:
     """The most recent period that has fully ended in Lagos at `now`."""
     return period_containing(report, today_in_lagos(now)).previous()

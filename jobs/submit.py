@@ -33,9 +33,16 @@ from psycopg import sql
 from jobs import audit, clock
 from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy, Unanswered
 from jobs.database import READ_CONTRACT, LockBusy, run_lock
-from jobs.generate import Package, build_package
+from jobs.generate import Package, build_package, call_records_exist
 from jobs.numbers import record_numbers
-from jobs.periods import INCIDENT_DEADLINE, WAT, Period, due, last_complete_period
+from jobs.periods import (
+    INCIDENT_DEADLINE,
+    WAT,
+    Period,
+    before_first_data,
+    due,
+    last_complete_period,
+)
 from jobs.settings import (
     ATRS_CLIENT_ID,
     ATRS_CLIENT_SECRET,
@@ -112,12 +119,12 @@ class ReportRun:
     def pending_periods(self, latest: Period) -> list[Period]:
         """`latest` and the unaccepted periods before it, back to the last accepted one
         (at most `catch_up_periods`): a missed run is caught up by the next."""
-        if before_first_data(latest, self.settings):
+        if before_first_data(latest, self.settings.first_data_date):
             return []
         periods = [latest]
         candidate = latest.previous()
         while len(periods) < self.settings.catch_up_periods \
-                and not before_first_data(candidate, self.settings):
+                and not before_first_data(candidate, self.settings.first_data_date):
             if audit.accepted_attempt(self.conn, candidate.report, candidate.label,
                                       **self._who):
                 break
@@ -176,9 +183,8 @@ class ReportRun:
         if attempts and attempts[0].outcome == "submitting" \
                 and not self.settings.atrs_idempotency_key_honoured:
             # Killed during its POST: the regulator may hold it, and may not deduplicate.
-            audit.finish_attempt(self.conn, attempts[0].submission_id, "unconfirmed",
-                                 detail="found unfinished by a later run: its POST may have "
-                                        "reached the regulator; not resent until resolved")
+            outcome, detail = audit.unfinished_closing(unanswered=True)
+            audit.finish_attempt(self.conn, attempts[0].submission_id, outcome, detail=detail)
             attempts = audit.latest_attempts(self.conn, report, period.label, **who)
         if attempts and attempts[0].outcome == "unconfirmed":
             detail = (f"attempt {attempts[0].submission_id} got no answer and is not resent "
@@ -303,25 +309,6 @@ def _receipt_detail(receipt: Receipt) -> str | None:
         notes.append(f"HTTP {receipt.http_status} without a reference: the regulator holds it; "
                      "ask it for the reference if one is needed")
     return "; ".join(notes) or None
-
-
-def before_first_data(period: Period, settings: JobSettings) -> bool:
-    return period.last_day < settings.first_data_date
-
-
-def ensure_after_first_data(period: Period, settings: JobSettings) -> None:
-    if before_first_data(period, settings):
-        raise ValueError(
-            f"{period.report} {period.label} ends before {settings.first_data_date}, this "
-            "licence's first day of data (NCC_FIRST_DATA_DATE, stack setting "
-            "compliance.firstDataDate): there is nothing to report; nothing was generated "
-            "or sent")
-
-
-def call_records_exist(conn: Connection, period: Period) -> bool:
-    row = conn.execute(sql.SQL("SELECT {}.call_records_exist(%s, %s)").format(
-        sql.Identifier(READ_CONTRACT)), (period.start, period.end)).fetchone()
-    return bool(row and row[0])
 
 
 def report_request(package: Package, environment: str) -> dict[str, Any]:
