@@ -7,9 +7,9 @@ OpenSIPS."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -18,6 +18,7 @@ import pytest
 
 from components.opensips.config_files import exported_metric
 from stacks.render import Rendering
+from tests.cluster.faults import wait_for
 from tests.cluster.kube import NODE_ADDRESS, Cluster, readiness
 from tests.conftest import rendering_of
 from tests.engine import Engine
@@ -33,17 +34,11 @@ def deployed(control_plane: Path, engine: Engine) -> Iterator[tuple[Cluster, Ren
     stack.up(on_output=lambda _: None)
     cluster, rendering = Cluster(control_plane), rendering_of(STACK)
     try:
-        wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), 120)
+        wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), 120,
+                 "every part of the stack ready")
         yield cluster, rendering
     finally:
         stack.destroy(on_output=lambda _: None)
-
-
-def wait_for(condition: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s"
-        time.sleep(1)
 
 
 def node_port(cluster: Cluster, namespace: str, service: str, port_name: str) -> int:
@@ -106,7 +101,7 @@ def test_calls_through_the_deployed_platform(deployed: tuple[Cluster, Rendering]
         result = prometheus_query(cluster, namespace, f"sum({metric})")
         return bool(result) and float(result[0]["value"][1]) >= 2  # type: ignore[index]
 
-    wait_for(scraped_both, 90)
+    wait_for(scraped_both, 90, "Prometheus scraped both calls")
     fraud_metric = exported_metric("fraud_detected")
     declined = prometheus_query(cluster, namespace, f"sum({fraud_metric})")
     assert float(declined[0]["value"][1]) == 1  # type: ignore[index]
@@ -164,6 +159,12 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
                                            container="dispatcher-sync")
         assert '"event": "ds_reload"' in log, log[-2000:]
     # Prometheus scrapes both with their password files: every target of the two jobs up.
-    for job in ("opensips", "haproxy"):
+    # Its DNS discovery refreshes every 30 s, so pods the stack (re)started just now may not
+    # be targets yet: wait for them rather than read one early answer.
+    def all_targets_up(job: str) -> bool:
         result = prometheus_query(cluster, namespace, f'up{{job="{job}"}}')
-        assert result and all(r["value"][1] == "1" for r in result), (job, result)  # type: ignore[index]
+        return bool(result) and all(r["value"][1] == "1" for r in result)  # type: ignore[index]
+
+    for job in ("opensips", "haproxy"):
+        wait_for(functools.partial(all_targets_up, job), 90,
+                 f"every {job} target up in Prometheus, scraped with its password file")
