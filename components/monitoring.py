@@ -1,4 +1,5 @@
-"""Monitoring: Prometheus (scrape config, alert rules) and Grafana (datasource, dashboards)."""
+"""Monitoring: Prometheus (scrape config, alert rules, where to send alerts), Alertmanager (its
+own room, components/alerting.py) and Grafana (datasource, dashboards)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field
 
+from components.alerting import (
+    Alertmanager,
+    AlertmanagerArgs,
+    AlertmanagerConfig,
+    AlertmanagerEndpoints,
+    WebUrl,
+)
 from components.base import kube
 from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
@@ -45,6 +53,12 @@ METRICS = {
 }
 # How old the last accepted submission of each report may be before the run counts as missed:
 # one period plus the slack between the job's start and the regulator's deadline.
+# Every alert the rules define; each has its runbook, docs/runbooks/<alert>.md.
+CALL_PATH_ALERTS = ("AcmCircuitBreakerOpen", "AcmNoHealthyEngine", "AcmNoHealthyOpenSipsBackend",
+                    "AcmMediaGatewayFailovers", "AcmHighDetectionLatency", "AcmCallsShed")
+COMPLIANCE_ALERTS = ("NccIncidentUnsentPastDeadline", "NccIncidentSubmittedLate",
+                     "NccSubmissionUnconfirmed", "NccDayWithoutCallRecords")
+PLATFORM_ALERTS = ("Watchdog",)
 REPORT_MAX_AGE_SECONDS = {
     "daily": 24 * 3600 + 3600,
     "weekly": 7 * 24 * 3600 + 3600,
@@ -77,7 +91,20 @@ class GrafanaConfig(Model):
 
 class MonitoringConfig(Model):
     prometheus: PrometheusConfig
+    alertmanager: AlertmanagerConfig
     grafana: GrafanaConfig
+    # Where docs/runbooks is published for the people on the receiving end: each rule's
+    # runbook_url is this, '/', the alert's name and '.md'.
+    runbook_base_url: WebUrl
+
+
+def missed_run_alert(report: str) -> str:
+    return f"NccComplianceRunMissed{report.capitalize()}"
+
+
+def alert_names() -> list[str]:
+    return [*CALL_PATH_ALERTS, *(missed_run_alert(r) for r in REPORT_MAX_AGE_SECONDS),
+            *COMPLIANCE_ALERTS, *PLATFORM_ALERTS]
 
 
 # --- the component ------------------------------------------------------------------------
@@ -112,13 +139,19 @@ class MonitoringArgs(BaseModel):
     grafana_enabled: bool
     scrape_targets: list[ScrapeTarget]
     grafana_admin_password: str
+    alertmanager_control_password: str
+    # The secret alertmanagerCredentials (JSON), or its offline placeholder.
+    alertmanager_credentials: str
     priority_class: str
     node_topology_key: str
     zone_topology_key: str
 
 
-def rendered_monitoring_files(args: MonitoringArgs) -> tuple[dict[str, str], dict[str, str]]:
+def rendered_monitoring_files(args: MonitoringArgs, alertmanagers: AlertmanagerEndpoints
+                              ) -> tuple[dict[str, str], dict[str, str]]:
     prometheus = args.settings.prometheus
+    base = args.settings.runbook_base_url.rstrip("/")
+    runbooks = {alert: f"{base}/{alert}.md" for alert in alert_names()}
     scrape_jobs = [
         {"name": t.name, "domain": t.domain, "port": t.port, "path": t.path,
          "basic_auth": None if t.basic_auth is None else {
@@ -127,15 +160,21 @@ def rendered_monitoring_files(args: MonitoringArgs) -> tuple[dict[str, str], dic
         for t in args.scrape_targets
     ]
     prometheus_files = {
-        "prometheus.yml": render("prometheus.yml.j2", scrape_jobs=scrape_jobs,
-                                 scrape_interval=f"{prometheus.scrape_interval_seconds}s",
-                                 environment=args.environment),
+        "prometheus.yml": render(
+            "prometheus.yml.j2", scrape_jobs=scrape_jobs,
+            scrape_interval=f"{prometheus.scrape_interval_seconds}s",
+            environment=args.environment,
+            alertmanagers={"domain": alertmanagers.domain, "port": alertmanagers.port,
+                           "username": alertmanagers.account.username,
+                           "password_file": f"{CREDENTIALS_DIR}/"
+                                            f"{credential_file(alertmanagers.account)}"}),
         "alert-rules.yml": render(
-            "alert-rules.yml.j2", metrics=METRICS,
+            "alert-rules.yml.j2", metrics=METRICS, runbooks=runbooks,
             detection_latency_ms=prometheus.detection_latency_alert_ms,
             failover_rate_threshold=1,
             compliance_reports=[
-                {"name": name, "title": name.capitalize(), "max_age_seconds": age}
+                {"name": name, "alert": missed_run_alert(name), "max_age_seconds": age,
+                 "runbook_url": runbooks[missed_run_alert(name)]}
                 for name, age in REPORT_MAX_AGE_SECONDS.items()
             ],
         ),
@@ -175,7 +214,18 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("acm:platform:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         prometheus = args.settings.prometheus
-        prometheus_files, grafana_files = rendered_monitoring_files(args)
+        self.alertmanager = Alertmanager(
+            f"{name}-alertmanager",
+            AlertmanagerArgs(images=args.images, namespace=args.namespace,
+                             instance=args.instance, settings=args.settings.alertmanager,
+                             control_password=args.alertmanager_control_password,
+                             credentials=args.alertmanager_credentials,
+                             priority_class=args.priority_class,
+                             node_topology_key=args.node_topology_key,
+                             zone_topology_key=args.zone_topology_key),
+            child)
+        alertmanagers = self.alertmanager.endpoints
+        prometheus_files, grafana_files = rendered_monitoring_files(args, alertmanagers)
         self.prometheus_config = kube.RenderedConfig(
             f"{name}-prometheus-config", "prometheus-config", args.namespace,
             kube.PROMETHEUS.labels(args.instance), prometheus_files, child,
@@ -197,8 +247,9 @@ class Monitoring(pulumi.ComponentResource):
             config_volume=("config", self.prometheus_config.name, "/etc/prometheus"),
             extra_annotations={kube.CONFIG_HASH_ANNOTATION: self.prometheus_config.hash},
             credential_files=(CREDENTIALS_DIR, sorted(
-                {(t.basic_auth.secret, t.basic_auth.key, credential_file(t.basic_auth))
-                 for t in args.scrape_targets if t.basic_auth is not None})),
+                {(a.secret, a.key, credential_file(a))
+                 for a in [alertmanagers.account,
+                           *(t.basic_auth for t in args.scrape_targets if t.basic_auth)]})),
         )
         self.prometheus = stateful_tier(f"{name}-prometheus", prometheus_spec, self)
         service(f"{name}-prometheus-service", kube.PROMETHEUS.name, kube.PROMETHEUS,

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.acm_engine import AcmEngineConfig
+from components.alerting import compliance_floor, credential_problems
 from components.base.settings import DnsLabel, Features, Model, Network
 from components.compliance import ComplianceConfig
 from components.datastores import ClickHouseConfig, DragonflyConfig, YugabyteConfig
@@ -76,6 +77,11 @@ class SecretSettings(Model):
     # metrics) and HAProxy's stats, metrics and management frontends.
     opensips_control_password: str
     haproxy_control_password: str
+    # Alertmanager's web and API account (Prometheus sends with it), and the receivers'
+    # credentials: a JSON object of credential name (what a receiver's `credential` says) to
+    # value (a PagerDuty routing key, an Opsgenie API key, a webhook or SMTP password).
+    alertmanager_control_password: str
+    alertmanager_credentials: str
 
 
 SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)
@@ -146,6 +152,8 @@ class StackConfig(Model):
             problems.append("compliance.dryRun is true: prod must submit to the regulator")
         if self.compliance.ncc_environment != "production":
             problems.append("compliance.nccEnvironment must be 'production' in prod")
+        # The regulator's deadlines carry penalties: their alerts must reach a person.
+        problems += compliance_floor(self.monitoring.alertmanager)
         if problems:
             raise ValueError("prod requires " + "; ".join(problems))
         return self
@@ -216,6 +224,9 @@ def load_stack_config(
         from stacks.secret_contents import secret_problems
 
         problems += secret_problems(real)
+        if "alertmanagerCredentials" in real:
+            problems += credential_problems(config.monitoring.alertmanager,
+                                            real["alertmanagerCredentials"])
     if problems:
         raise StackConfigError(stack, problems)
     if config.environment != stack and not (stack.startswith(config.environment + "-")):

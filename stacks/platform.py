@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.acm_engine import AcmEngine, AcmEngineArgs
+from components.alerting import ALERTMANAGER_PORT, GOSSIP_PORT, receiver_ports
 from components.base import kube
 from components.base.images import StackImages
 from components.base.network import Cidrs, Flow
@@ -87,7 +88,17 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         Flow(kube.PROMETHEUS, kube.COMPLIANCE_EXPORTER, (("TCP", EXPORTER_PORT),),
              "last accepted submission per report"),
         Flow(kube.GRAFANA, kube.PROMETHEUS, (("TCP", PROMETHEUS_PORT),), "dashboards"),
+        Flow(kube.PROMETHEUS, kube.ALERTMANAGER, (("TCP", ALERTMANAGER_PORT),),
+             "firing alerts, to every replica"),
+        Flow(kube.ALERTMANAGER, kube.ALERTMANAGER, (("TCP", GOSSIP_PORT), ("UDP", GOSSIP_PORT)),
+             "replicas gossip silences and what was notified"),
     ]
+    alertmanager = config.monitoring.alertmanager
+    if alertmanager.egress_cidrs:
+        flows.append(Flow(kube.ALERTMANAGER,
+                          Cidrs("alert-receivers", tuple(alertmanager.egress_cidrs)),
+                          tuple(("TCP", port) for port in receiver_ports(alertmanager)),
+                          "notifications to the receivers"))
     for part in engines:
         flows += [
             Flow(kube.OPENSIPS, part, (("UDP", engine.sip_port), ("TCP", engine.sip_port)),
@@ -237,6 +248,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             environment=config.environment, settings=config.monitoring,
             grafana_enabled=config.features.grafana,
             grafana_admin_password=config.secrets.grafana_admin_password,
+            alertmanager_control_password=config.secrets.alertmanager_control_password,
+            alertmanager_credentials=config.secrets.alertmanager_credentials,
             scrape_targets=scrape_targets(config, opensips, haproxy, acm_engine, compliance),
             **backing,
         ),
@@ -248,7 +261,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
 def service_accounts(config: StackConfig) -> list[kube.Part]:
     parts = [kube.HAPROXY, kube.OPENSIPS, kube.ACM_ENGINE, kube.ACM_ENGINE_BACKUP,
              kube.DRAGONFLY, kube.YB_MASTER, kube.YB_TSERVER, kube.CLICKHOUSE, kube.PROMETHEUS,
-             kube.GRAFANA, kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER]
+             kube.GRAFANA, kube.ALERTMANAGER, kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER]
     if config.media_gateway_stand_in is not None:
         parts.append(kube.MEDIA_GATEWAY_STAND_IN)
     return parts

@@ -35,7 +35,8 @@ def _public_der(key: object) -> bytes:
 # A control password is printed into OpenSIPS's cfg (a quoted string) and HAProxy's userlist
 # (a bare word): no quotes, backslashes, spaces or '#' that either parser would read.
 CONTROL_PASSWORD = re.compile(r"[A-Za-z0-9._~+/=@%!^*,:-]{16,}")
-CONTROL_PASSWORD_KEYS = ("opensipsControlPassword", "haproxyControlPassword")
+CONTROL_PASSWORD_KEYS = ("opensipsControlPassword", "haproxyControlPassword",
+                         "alertmanagerControlPassword")
 
 
 def secret_problems(secrets: Mapping[str, str], now: datetime | None = None

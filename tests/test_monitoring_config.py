@@ -18,7 +18,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 # Metrics that exporters themselves provide (Prometheus, HAProxy's native exporter).
 EXTERNAL_METRICS = {"up", "haproxy_backend_active_servers"}
 PROMQL_WORDS = {"max", "sum", "rate", "by", "le", "histogram_quantile", "absent", "time", "or",
-                "and", "unless", "count", "avg", "min", "on", "ignoring"}
+                "and", "unless", "count", "avg", "min", "on", "ignoring", "vector"}
 
 
 def test_alert_rules_pass_promtool(any_stack: Rendering, tmp_path: Path) -> None:

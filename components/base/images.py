@@ -34,6 +34,14 @@ def third_party_folder() -> Path:
     return Path(os.environ.get("ACM_THIRD_PARTY", default))
 
 
+def tools_cache_folder() -> Path:
+    """Where the set-up builds pinned programs (ACM_TOOLS_CACHE, else the XDG cache's
+    acm-platform), as scripts/lib/tools.sh finds it."""
+    if cache := os.environ.get("ACM_TOOLS_CACHE"):
+        return Path(cache)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acm-platform"
+
+
 @dataclass(frozen=True)
 class ImageRecipe:
     repository: str  # the name under the registry

@@ -150,7 +150,7 @@ def _host(text: str) -> str:
     return text
 
 
-def _described(pattern: str, meaning: str) -> Callable[[str], str]:
+def described(pattern: str, meaning: str) -> Callable[[str], str]:
     """A validator for `pattern` whose message says in words what is expected."""
     compiled = re.compile(pattern)
 
@@ -192,21 +192,21 @@ Host = Annotated[str, AfterValidator(_host)]
 LicenseNumber = Annotated[str, AfterValidator(_license)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Percent = Annotated[int, Field(ge=1, le=100)]
-DnsLabel = Annotated[str, AfterValidator(_described(
+DnsLabel = Annotated[str, AfterValidator(described(
     r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?",
     "is not a Kubernetes name: 1 to 63 lower-case letters, digits or hyphens, starting and "
     "ending with a letter or digit"))]
-Registry = Annotated[str, AfterValidator(_described(
+Registry = Annotated[str, AfterValidator(described(
     r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*",
     "is not a registry: a lower-case host name, an optional :port and /path segments "
     "(e.g. registry.acm.internal/acm)"))]
-SftpUser = Annotated[str, AfterValidator(_described(
+SftpUser = Annotated[str, AfterValidator(described(
     r"[a-z_][a-z0-9_.-]{0,31}",
     "is not a user name: up to 32 lower-case letters, digits, '_', '.' or '-', not starting "
     "with a digit"))]
-AbsolutePath = Annotated[str, AfterValidator(_described(
+AbsolutePath = Annotated[str, AfterValidator(described(
     r"/.*", "is not an absolute path: it must start with '/' (e.g. /incoming)"))]
-HttpsUrl = Annotated[str, AfterValidator(_described(
+HttpsUrl = Annotated[str, AfterValidator(described(
     r"https://\S+", "is not an https:// address: the regulator's API is reached over TLS only"))]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -168,3 +169,65 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
     for job in ("opensips", "haproxy"):
         wait_for(functools.partial(all_targets_up, job), 90,
                  f"every {job} target up in Prometheus, scraped with its password file")
+
+
+def test_alerts_reach_every_alertmanager_replica_which_asks_for_its_account(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """Each Alertmanager pod answers 401 without the account from its Secret and 200 with it;
+    the replicas gossip as one cluster; Prometheus lists every replica as active (it
+    authenticates: a refused send would drop it) and the always-firing Watchdog reaches them."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from components.alerting import ALERTMANAGER_PORT, CONTROL_SECRET
+
+    cluster, rendering = deployed
+    namespace, core = rendering.config.namespace, cluster.core()
+    replicas = rendering.config.monitoring.alertmanager.replicas
+    password = base64.b64decode(
+        core.read_namespaced_secret(CONTROL_SECRET, namespace).data["password"]).decode()
+    account = {"Authorization": basic_authorization(password)}
+    pods = [p.status.pod_ip for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=alertmanager").items
+        if p.status.phase == "Running"]
+    assert len(pods) == replicas >= 2, pods
+
+    def get(address: str, path: str, headers: dict[str, str]) -> object:
+        url = f"http://{address}:{ALERTMANAGER_PORT}{path}"
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=5) as answer:
+            return json.loads(answer.read())
+
+    for address in pods:
+        for path in ("/api/v2/status", "/api/v2/alerts", "/-/healthy", "/metrics"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                get(address, path, {})
+            assert refused.value.code == 401, (address, path)
+
+    def gossiping() -> bool:
+        return all(len(get(a, "/api/v2/status", account)["cluster"]["peers"]) == replicas  # type: ignore[index]
+                   for a in pods)
+
+    wait_for(gossiping, 60, f"every Alertmanager pod sees {replicas} peers")
+
+    def prometheus_sends_to_all() -> bool:
+        host = cluster.api_client.configuration.host
+        answer = cluster.api_client.call_api(
+            "GET", f"{host}/api/v1/namespaces/{namespace}/services/prometheus:http/proxy/api/v1/"
+            "alertmanagers")
+        answer.read()
+        active = json.loads(answer.data)["data"]["activeAlertmanagers"]
+        return sorted(a["url"] for a in active) == sorted(
+            f"http://{a}:{ALERTMANAGER_PORT}/api/v2/alerts" for a in pods)
+
+    wait_for(prometheus_sends_to_all, 90, "Prometheus lists every Alertmanager replica")
+
+    def watchdog_arrived() -> bool:
+        return all(any(alert["labels"]["alertname"] == "Watchdog"  # type: ignore[index]
+                       for alert in get(a, "/api/v2/alerts", account))  # type: ignore[attr-defined]
+                   for a in pods)
+
+    started = time.monotonic()
+    wait_for(watchdog_arrived, 120, "the Watchdog alert at every Alertmanager replica")
+    print(f"Watchdog at every replica {time.monotonic() - started:.0f} s after the check began")
