@@ -124,8 +124,8 @@ def test_every_pod_runs_on_the_real_node_from_an_image_built_in_this_run(
              if r["type"] == "docker:index/image:Image"}
     # OpenSIPS and its sidecar, HAProxy, Prometheus, the job, the stand-ins: all built here.
     assert {name.split("/")[-1].split(":")[0] for name in built} == {
-        "opensips", "python", "haproxy", "prometheus", "ncc-compliance", "redis", "postgresql",
-        "sip-stand-in"}
+        "opensips", "python", "haproxy", "prometheus", "alertmanager", "ncc-compliance", "redis",
+        "postgresql", "sip-stand-in"}
     node = cluster.core().read_node("localhost")
     assert node.status.node_info.container_runtime_version == "containerd://2.4.2"
     assert node.status.node_info.kubelet_version == "v1.37.2"
@@ -134,7 +134,7 @@ def test_every_pod_runs_on_the_real_node_from_an_image_built_in_this_run(
                or p.metadata.owner_references[0].kind != "Job"]
     assert {p.metadata.labels["app.kubernetes.io/name"] for p in serving} >= {
         "opensips", "haproxy", "acm-engine", "acm-engine-backup", "dragonfly", "yb-tserver",
-        "prometheus", "ncc-compliance-exporter", "media-gateway-stand-in"}
+        "prometheus", "alertmanager", "ncc-compliance-exporter", "media-gateway-stand-in"}
     for pod in serving:
         name = pod.metadata.name
         assert pod.spec.node_name == "localhost", name
@@ -162,7 +162,7 @@ def test_objects_exist_as_configured(first_up: auto.UpResult, cluster: Cluster,
     fields = {
         "HorizontalPodAutoscaler": ["spec.minReplicas", "spec.maxReplicas", "spec.metrics",
                                     "spec.scaleTargetRef", "spec.behavior"],
-        "PodDisruptionBudget": ["spec.minAvailable", "spec.selector"],
+        "PodDisruptionBudget": ["spec.minAvailable", "spec.maxUnavailable", "spec.selector"],
         "CronJob": ["spec.schedule", "spec.timeZone", "spec.concurrencyPolicy",
                     "spec.startingDeadlineSeconds",
                     "spec.jobTemplate.spec.activeDeadlineSeconds"],
@@ -250,7 +250,9 @@ def test_evictions_stop_at_the_disruption_budgets(
             selector = ",".join(
                 f"{k}={v}" for k, v in budget["spec"]["selector"]["matchLabels"].items())
             pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-            floor = budget["spec"]["minAvailable"]
+            spec = budget["spec"]
+            floor = spec["minAvailable"] if "minAvailable" in spec else \
+                len(pods) - spec["maxUnavailable"]
             evicted, refused = _evict_all(core, namespace, [p.metadata.name for p in pods])
             name = budget["metadata"]["name"]
             assert len(evicted) == len(pods) - floor, f"{name}: evicted {evicted}"

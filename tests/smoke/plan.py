@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
 
@@ -88,8 +88,19 @@ class Autoscaler(Strict):
 
 
 class Budget(Strict):
+    """A PodDisruptionBudget as rendered: a floor (minAvailable, the SIP path) or a most
+    down at once (maxUnavailable, the quorum tiers); Kubernetes takes exactly one."""
+
     name: str
-    min_available: int | str
+    min_available: int | str | None = None
+    max_unavailable: int | str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Budget:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError(f"budget {self.name}: give exactly one of min_available and "
+                             "max_unavailable")
+        return self
 
 
 class CronJobCheck(Strict):

@@ -104,9 +104,11 @@ def test_disruption_budgets_as_configured(cluster: Cluster, api: kube_client.Api
     for expected in cluster.budgets:
         live = read(policy.read_namespaced_pod_disruption_budget, expected.name,
                     cluster.namespace)
-        if live.spec.min_available != expected.min_available:
-            problems.append(f"PDB {expected.name}: minAvailable {live.spec.min_available}, "
-                            f"configured {expected.min_available}")
+        if (live.spec.min_available, live.spec.max_unavailable) != (
+                expected.min_available, expected.max_unavailable):
+            problems.append(f"PDB {expected.name}: minAvailable {live.spec.min_available} and "
+                            f"maxUnavailable {live.spec.max_unavailable}, configured "
+                            f"{expected.min_available} and {expected.max_unavailable}")
         elif (live.status.current_healthy or 0) < (live.status.desired_healthy or 0):
             problems.append(f"PDB {expected.name}: {live.status.current_healthy} healthy, "
                             f"needs {live.status.desired_healthy}")

@@ -92,7 +92,9 @@ def cluster_section(rendering: Rendering, kubeconfig: str | None,
                          "min_replicas": h["spec"]["minReplicas"],
                          "max_replicas": h["spec"]["maxReplicas"]}
                         for h in rendering.objects("HorizontalPodAutoscaler")],
-        "budgets": [{"name": p["metadata"]["name"], "min_available": p["spec"]["minAvailable"]}
+        "budgets": [{"name": p["metadata"]["name"],
+                     "min_available": p["spec"].get("minAvailable"),
+                     "max_unavailable": p["spec"].get("maxUnavailable")}
                     for p in rendering.objects("PodDisruptionBudget")],
         "cron_jobs": cron_jobs,
     }
