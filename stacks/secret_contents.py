@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 
-def _private_key(text: str) -> PrivateKeyTypes:
+def _private_key(text: str) -> PrivateKeyTypes | serialization.SSHPrivateKeyTypes:
     data = text.encode()
     try:
         return serialization.load_pem_private_key(data, password=None)
