@@ -9,6 +9,7 @@ a run that cannot finish in time is killed and fails visibly instead of submitti
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, Self
 
 import pulumi
@@ -74,6 +75,11 @@ class ComplianceReports(Model):
     weekly: ReportSchedule
     monthly: ReportSchedule
     incidents: ReportSchedule
+
+    def by_command(self) -> dict[str, ReportSchedule]:
+        """Each CronJob's schedule, by the ncc-report command it runs."""
+        return {"daily": self.daily, "weekly": self.weekly, "monthly": self.monthly,
+                "incidents": self.incidents}
 
     @model_validator(mode="after")
     def _deadlines_end_before_the_regulators(self) -> Self:
@@ -170,10 +176,7 @@ class ComplianceJobs(pulumi.ComponentResource):
         )
         self.cron_jobs = {
             report: self._cron_job(name, report, schedule, args)
-            for report, schedule in (("daily", settings.reports.daily),
-                                     ("weekly", settings.reports.weekly),
-                                     ("monthly", settings.reports.monthly),
-                                     ("incidents", settings.reports.incidents))
+            for report, schedule in settings.reports.by_command().items()
         }
         exporter = managed_deployment(
             f"{name}-exporter",
@@ -248,10 +251,21 @@ class ComplianceJobs(pulumi.ComponentResource):
             ],
         }
         if exporter:
+            # When each CronJob must have started, and how long a run may take: the exporter
+            # pages for a run that failed or never started (jobs/runs.py).
+            container["env"].append({"name": f"{job_settings.ENV_PREFIX}SCHEDULES",
+                                     "value": json.dumps(self._schedules(args), sort_keys=True)})
             container["ports"] = [{"name": "metrics", "container_port": EXPORTER_PORT}]
             container["readiness_probe"] = kube.http_probe("/metrics", "metrics")
             container["liveness_probe"] = kube.http_probe("/metrics", "metrics", failures=6)
         return container
+
+    @staticmethod
+    def _schedules(args: ComplianceJobsArgs) -> dict[str, dict[str, Any]]:
+        return {command: {"schedule": schedule.schedule,
+                          "starting_deadline_seconds": schedule.starting_deadline_seconds,
+                          "active_deadline_seconds": schedule.active_deadline_seconds}
+                for command, schedule in args.settings.reports.by_command().items()}
 
     def _cron_job(self, name: str, report: str, schedule: ReportSchedule,
                   args: ComplianceJobsArgs) -> k8s.batch.v1.CronJob:

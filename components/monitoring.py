@@ -50,6 +50,8 @@ METRICS = {
     "incidents_late": "ncc_incidents_submitted_late_24h",
     "submissions_unconfirmed": "ncc_submissions_unconfirmed",
     "day_without_call_records": "ncc_report_last_day_without_call_records",
+    "run_failed": "ncc_report_last_run_failed",
+    "run_not_started": "ncc_report_scheduled_run_not_started",
 }
 # How old the last accepted submission of each report may be before the run counts as missed:
 # one period plus the slack between the job's start and the regulator's deadline.
@@ -57,7 +59,8 @@ METRICS = {
 CALL_PATH_ALERTS = ("AcmCircuitBreakerOpen", "AcmNoHealthyEngine", "AcmNoHealthyOpenSipsBackend",
                     "AcmMediaGatewayFailovers", "AcmHighDetectionLatency", "AcmCallsShed")
 COMPLIANCE_ALERTS = ("NccIncidentUnsentPastDeadline", "NccIncidentSubmittedLate",
-                     "NccSubmissionUnconfirmed", "NccDayWithoutCallRecords")
+                     "NccSubmissionUnconfirmed", "NccDayWithoutCallRecords",
+                     "NccReportRunFailed", "NccReportRunNotStarted")
 PLATFORM_ALERTS = ("Watchdog",)
 REPORT_MAX_AGE_SECONDS = {
     "daily": 24 * 3600 + 3600,

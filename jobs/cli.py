@@ -30,7 +30,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
-from jobs import audit, clock
+import psycopg
+
+from jobs import audit, clock, runs
 from jobs.database import DatabaseUnavailable, LockBusy, apply_schema, connect
 from jobs.periods import (
     REPORTS,
@@ -174,16 +176,60 @@ def _dispatch(args: argparse.Namespace, settings: JobSettings, periods: list[Per
         return EXIT_OK
     with connect(settings) as conn:
         clock.follow_database(conn)
-        now = clock.now()
+        # A named period that has not ended is refused before anything is written: an
+        # operator's mistake, not a run.
         for period in periods or ():
-            ensure_ended(period, now)
-        if settings.dry_run:
-            # A dry run leaves the database as it found it: the schema it applies, the number
-            # readings and first statuses it records all go with this transaction.
-            with conn.transaction(force_rollback=True):
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                return _work(args, conn, settings, periods, transport, now)
-        return _work(args, conn, settings, periods, transport, now)
+            ensure_ended(period, clock.now())
+        if args.command not in runs.COMMANDS:
+            return _run(args, conn, settings, periods, transport)
+        if not settings.dry_run:
+            apply_schema(conn)
+        # The run records itself, so that one that fails, is killed or never comes pages
+        # before the regulator's deadline (jobs/runs.py); a dry run records its run too.
+        named = _named_period(args)
+        run_id = runs.start(conn, args.command, license_number=settings.license_number,
+                            environment=settings.environment, dry_run=settings.dry_run,
+                            named_period=named[1] if named else None)
+        status, detail = EXIT_FAILED, None
+        try:
+            status = _run(args, conn, settings, periods, transport)
+            return status
+        except ValueError as error:
+            status, detail = EXIT_USAGE, str(error)
+            raise
+        except LockBusy as error:
+            status, detail = EXIT_OK, str(error)
+            raise
+        except Exception as error:
+            detail = f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            if run_id is not None:
+                _finish_run(conn, run_id, status, detail)
+
+
+def _finish_run(conn: Any, run_id: int, status: int, detail: str | None) -> None:
+    # A connection lost during the run cannot take the end: the row stays open, and the
+    # exporter counts it as killed once the run's deadline has passed.
+    if conn.closed or conn.broken:
+        return
+    try:
+        runs.finish(conn, run_id, status, detail)
+    except psycopg.Error as error:
+        log.warning("the end of run %d could not be recorded: %s", run_id, error)
+
+
+def _run(args: argparse.Namespace, conn: Any, settings: JobSettings,
+         periods: list[Period] | None, transport: Transport | None) -> int:
+    now = clock.now()
+    if settings.dry_run:
+        # A dry run leaves the database as it found it: the schema it applies, the number
+        # readings and first statuses it records all go with this transaction (its run's
+        # own row, in ncc_audit.runs, excepted).
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return _work(args, conn, settings, periods, transport, now)
+    return _work(args, conn, settings, periods, transport, now)
 
 
 def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,

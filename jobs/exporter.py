@@ -1,15 +1,18 @@
 """Prometheus exporter of the audit trail: when each report was last accepted, which CRITICAL
-incidents are past their hour unsent or went in late, and which submissions wait for a person.
+incidents are past their hour unsent or went in late, which submissions wait for a person, and
+whether each CronJob's newest run failed or its scheduled run never started.
 
 The alert rules (templates/alert-rules.yml.j2) fire when
 `ncc_report_last_accepted_timestamp_seconds` grows older than a period plus its slack, or
-is absent, when an incident is unsent past its deadline or was sent late, and when a
-submission is unconfirmed: a missed deadline pages someone before the regulator notices.
-Values are read from the database on every scrape.
+is absent, when an incident is unsent past its deadline or was sent late, when a submission
+is unconfirmed, and when a run failed or did not start (jobs/runs.py), minutes after its
+start and so before the regulator's deadline. Values are read from the database, on its clock,
+on every scrape.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
@@ -20,7 +23,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobs import audit
+from jobs import audit, runs
 from jobs.database import apply_schema, connect
 from jobs.generate import call_records_exist
 from jobs.periods import REPORTS, before_first_data, last_complete_period
@@ -32,11 +35,16 @@ INCIDENTS_UNSENT = "ncc_incidents_unsent_past_deadline"
 INCIDENTS_LATE = "ncc_incidents_submitted_late_24h"
 UNCONFIRMED = "ncc_submissions_unconfirmed"
 DAY_WITHOUT_DATA = "ncc_report_last_day_without_call_records"
+RUN_FAILED = "ncc_report_last_run_failed"
+RUN_NOT_STARTED = "ncc_report_scheduled_run_not_started"
 
 
 class AuditCollector(Collector):
-    def __init__(self, settings: JobSettings) -> None:
+    def __init__(self, settings: JobSettings, started: dt.datetime | None = None) -> None:
         self._settings = settings
+        # When the exporter started: on a new stack no CronJob was due before it (see
+        # runs.not_started). Without it, a CronJob is watched from its first recorded run.
+        self._started = started
 
     def collect(self) -> Iterator[Metric]:
         last = GaugeMetricFamily(LAST_ACCEPTED, "Unix time of the last submission the "
@@ -53,6 +61,13 @@ class AuditCollector(Collector):
         unconfirmed = GaugeMetricFamily(
             UNCONFIRMED, "Periods (and incidents) whose submission got no answer and wait for a "
             "person to ask the regulator (ncc-report resolve)", labels=["report"])
+        run_failed = GaugeMetricFamily(
+            RUN_FAILED, "1 when the newest run of the CronJob's command ended without doing "
+            "its work (exit status 1 or 3) or was killed (still open past its "
+            "activeDeadlineSeconds)", labels=["cron_job"])
+        run_not_started = GaugeMetricFamily(
+            RUN_NOT_STARTED, "1 when the CronJob's newest start time passed more than its "
+            "startingDeadlineSeconds ago and no run began since", labels=["cron_job"])
         try:
             with connect(self._settings) as conn:
                 who = {"license_number": self._settings.license_number,
@@ -61,6 +76,7 @@ class AuditCollector(Collector):
                 incidents = audit.incident_deadlines(conn, **who)
                 waiting = audit.unconfirmed_periods(conn, **who)
                 empty_day = _last_day_without_data(conn, self._settings)
+                run_states = _run_states(conn, self._settings, self._started)
         except Exception as error:  # a scrape must answer; `up` carries the failure
             log.error("audit trail unreadable: %s", error)
             up.add_metric([], 0.0)
@@ -74,13 +90,35 @@ class AuditCollector(Collector):
         for report in (*REPORTS, "incident"):
             unconfirmed.add_metric([report], float(sum(r == report for r, _ in waiting)))
         without_data.add_metric([], 1.0 if empty_day else 0.0)
+        for command, (failed, missing) in run_states.items():
+            run_failed.add_metric([f"ncc-report-{command}"], 1.0 if failed else 0.0)
+            run_not_started.add_metric([f"ncc-report-{command}"], 1.0 if missing else 0.0)
         up.add_metric([], 1.0)
         yield last
         yield without_data
+        yield run_failed
+        yield run_not_started
         yield unsent
         yield late
         yield unconfirmed
         yield up
+
+
+def _run_states(conn: Any, settings: JobSettings, started: dt.datetime | None
+                ) -> dict[str, tuple[bool, bool]]:
+    """(newest run failed, scheduled run not started) for each CronJob the exporter was given
+    a schedule of, on the database's clock."""
+    now = conn.execute("SELECT statement_timestamp()").fetchone()[0]
+    states: dict[str, tuple[bool, bool]] = {}
+    for command, schedule in settings.schedules.items():
+        newest = runs.newest(conn, command, license_number=settings.license_number,
+                             environment=settings.environment, dry_run=settings.dry_run)
+        first = runs.first_started(conn, command, license_number=settings.license_number,
+                                   environment=settings.environment, dry_run=settings.dry_run)
+        known = [when for when in (first, started) if when is not None]
+        states[command] = (runs.failed(newest, schedule, now),
+                           bool(known) and runs.not_started(newest, schedule, now, min(known)))
+    return states
 
 
 def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:
@@ -97,8 +135,10 @@ def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:
 def serve(settings: JobSettings, port: int, address: str = "0.0.0.0") -> None:
     with connect(settings) as conn:
         apply_schema(conn)  # so that "never accepted" reads as absent, not as an error
+        row = conn.execute("SELECT statement_timestamp()").fetchone()
+    started = row[0] if row and isinstance(row[0], dt.datetime) else None
     registry: Any = REGISTRY
-    registry.register(AuditCollector(settings))
+    registry.register(AuditCollector(settings, started))
     server, thread = start_http_server(port, addr=address, registry=registry)
     log.info("serving audit metrics on %s:%d/metrics", address, port)
     stop = threading.Event()

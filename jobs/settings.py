@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.runs import RunSchedule
+
 ENV_PREFIX = "NCC_"
 
 
@@ -62,6 +64,11 @@ class JobSettings(BaseSettings):
     catch_up_periods: Annotated[int, Field(ge=1, le=31)] = 7
     # How far back the first incident run (no watermark yet) looks for CRITICAL alerts.
     incident_lookback_hours: Annotated[int, Field(ge=1, le=168)] = 24
+    # The exporter's: each CronJob's schedule and deadlines (stack config compliance.reports),
+    # JSON by command, e.g. {"daily": {"schedule": "30 5 * * *", "starting_deadline_seconds":
+    # 600, "active_deadline_seconds": 1200}}: when a scheduled run must have started, and
+    # how long one may run before its open row counts as killed.
+    schedules: dict[Literal["daily", "weekly", "monthly", "incidents"], RunSchedule] = {}
 
     @field_validator("license_number")
     @classmethod

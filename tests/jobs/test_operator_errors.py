@@ -227,9 +227,15 @@ def test_a_dry_run_leaves_the_read_tables_as_it_found_them(
         f"ACM_ALERTS_{LICENSE}_20261123.csv"
     assert "+2348037654321" in alerts.read_text()
     # ... and kept none of it: an analyst's clearance made after it still reaches the
-    # regulator with the real run.
+    # regulator with the real run. Its only trace is its own row in ncc_audit.runs, which
+    # the run alerts read.
     with database.connect() as conn:
-        assert table_contents(conn) == before
+        after = table_contents(conn)
+        dry_runs = after.pop("ncc_audit.runs")
+        assert after == {k: v for k, v in before.items() if k != "ncc_audit.runs"}
+        assert before["ncc_audit.runs"] == [] and len(dry_runs) == 1
+        assert conn.execute("SELECT command, dry_run, exit_status FROM ncc_audit.runs"
+                            ).fetchall() == [("daily", True, 0)]
         conn.execute("UPDATE acm.fraud_alerts SET status = 'FALSE_POSITIVE' "
                      "WHERE alert_id = 'A3'")
     assert cli.main(["daily", "--date", "2026-11-23", "--dry-run"]) == 0
