@@ -52,12 +52,17 @@ METRICS = {
     "day_without_call_records": "ncc_report_last_day_without_call_records",
     "run_failed": "ncc_report_last_run_failed",
     "run_not_started": "ncc_report_scheduled_run_not_started",
+    # Served by OpenSIPS's dispatcher-sync sidecar: the UDP receive buffer a socket of the pod
+    # gets when it asks for OpenSIPS's maxbuffer, and what it asks for.
+    "udp_receive_buffer": "acm_opensips_udp_receive_buffer_bytes",
+    "udp_receive_buffer_wanted": "acm_opensips_udp_receive_buffer_wanted_bytes",
 }
 # How old the last accepted submission of each report may be before the run counts as missed:
 # one period plus the slack between the job's start and the regulator's deadline.
 # Every alert the rules define; each has its runbook, docs/runbooks/<alert>.md.
 CALL_PATH_ALERTS = ("AcmCircuitBreakerOpen", "AcmNoHealthyEngine", "AcmNoHealthyOpenSipsBackend",
-                    "AcmMediaGatewayFailovers", "AcmHighDetectionLatency", "AcmCallsShed")
+                    "AcmMediaGatewayFailovers", "AcmHighDetectionLatency", "AcmCallsShed",
+                    "AcmUdpReceiveBufferCapped")
 COMPLIANCE_ALERTS = ("NccIncidentUnsentPastDeadline", "NccIncidentSubmittedLate",
                      "NccSubmissionUnconfirmed", "NccDayWithoutCallRecords",
                      "NccReportRunFailed", "NccReportRunNotStarted")

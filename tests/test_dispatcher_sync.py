@@ -107,3 +107,49 @@ def test_two_changes_within_a_second_are_two_mtimes(tmp_path: Path) -> None:
     assert stamps[0] < stamps[1] < stamps[2]
     assert not dispatcher_sync.write_atomically(table, "10.1.0.6\n")
     assert int(table.stat().st_mtime) == stamps[2]
+
+
+def test_the_probe_reports_the_buffer_the_kernel_grants_a_pod_socket() -> None:
+    # What OpenSIPS's maxbuffer asks for, against this machine's real net.core.rmem_max: the
+    # kernel grants the smaller of the two (and reports twice that, which the probe halves).
+    rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    wanted = 4 * 1024 * 1024
+    assert dispatcher_sync.granted_receive_buffer(wanted) == min(wanted, rmem_max)
+    # Asked for more than the node allows, it is capped: what the alert compares.
+    assert dispatcher_sync.granted_receive_buffer(rmem_max + 65536) == rmem_max
+
+
+def test_the_sidecar_metrics_ask_for_the_control_account(tmp_path: Path) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {**settings(tmp_path), "udp_receive_buffer_bytes": 1 << 20, "metrics_port": port}
+    server = dispatcher_sync.serve_metrics(config)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        for header in (None, "Basic " + base64.b64encode(b"acm-control:wrong").decode(),
+                       "Basic " + base64.b64encode(b"someone:sidecar-test-password").decode(),
+                       "Bearer sidecar-test-password"):
+            request = urllib.request.Request(url, headers={"Authorization": header}
+                                             if header else {})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 401, header
+        account = base64.b64encode(b"acm-control:sidecar-test-password").decode()
+        with urllib.request.urlopen(urllib.request.Request(
+                url, headers={"Authorization": f"Basic {account}"}), timeout=5) as answer:
+            text = answer.read().decode()
+        values = dict(line.split() for line in text.splitlines() if not line.startswith("#"))
+        assert values == {"acm_opensips_udp_receive_buffer_bytes": str(1 << 20),
+                          "acm_opensips_udp_receive_buffer_wanted_bytes": str(1 << 20)}
+        # A rotated password is read from its file at the next request.
+        Path(config["mi_password_file"]).write_text("rotated-sidecar-password\n")
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(urllib.request.Request(
+                url, headers={"Authorization": f"Basic {account}"}), timeout=5)
+    finally:
+        server.shutdown()

@@ -11,6 +11,7 @@ from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
     CONTROL_USER,
     HTTPD_CREDENTIALS_FILE,
+    SIDECAR_METRICS_PORT,
     SIDECAR_PASSWORD_FILE,
     OpenSipsFiles,
     httpd_credentials,
@@ -118,6 +119,8 @@ class OpenSipsCluster(pulumi.ComponentResource):
             "restart_policy": "Always",
             "command": ["python3", "/opt/dispatcher-sync/dispatcher_sync.py"],
             "args": ["--settings", "/opt/dispatcher-sync/settings.json"],
+            "ports": [{"name": "sync-metrics", "container_port": SIDECAR_METRICS_PORT,
+                       "protocol": "TCP"}],
             "resources": {
                 "requests": {"cpu": "10m", "memory": "32Mi"},
                 "limits": {"cpu": "100m", "memory": "64Mi"},

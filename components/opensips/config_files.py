@@ -63,6 +63,8 @@ CONTROL_USER = "acm-control"
 CONTROL_REALM = "ACM OpenSIPS"
 HTTPD_CREDENTIALS_FILE = "httpd-auth.cfg"
 SIDECAR_PASSWORD_FILE = "/opt/dispatcher-sync/mi-password"
+# The sidecar's /metrics (the receive buffer OpenSIPS's sockets get), with the control account.
+SIDECAR_METRICS_PORT = 9470
 # The listen queue of OpenSIPS's TCP and TLS sockets. OpenSIPS's default is 10: with 64 callers
 # connecting through HAProxy at once, the kernel dropped the connections past it, and 54 of
 # 5,000 calls were closed by the server before a byte was read (HAProxy `SD`, connect 1 s).
@@ -202,6 +204,8 @@ def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:
         "mi_user": CONTROL_USER,
         "mi_password_file": SIDECAR_PASSWORD_FILE,
         "interval_seconds": args.settings.dispatcher_probe_seconds,
+        "udp_receive_buffer_bytes": UDP_RECEIVE_BUFFER_BYTES,
+        "metrics_port": SIDECAR_METRICS_PORT,
     }
 
 

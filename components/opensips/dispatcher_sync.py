@@ -5,19 +5,28 @@ Every interval it resolves each set's headless Service name to the ready pods' a
 writes the db_text `dispatcher` table atomically when the set changed, and asks OpenSIPS to
 `ds_reload` over the HTTP MI. Each engine is its own destination, so OpenSIPS probes and fails
 over per engine; an empty answer (DNS hiccup) never empties a set that had engines.
+
+It also serves /metrics (basic auth, OpenSIPS's control account) with the UDP receive buffer
+a socket in this pod is granted when it asks for what OpenSIPS asks for (`maxbuffer`): the
+node's net.core.rmem_max caps it, a host-wide sysctl no pod can raise, and a capped buffer
+drops INVITEs in bursts (alert AcmUdpReceiveBufferCapped).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import binascii
+import hmac
 import json
 import os
 import shutil
 import socket
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +86,74 @@ def mi_command(url: str, method: str, user: str, password_file: str) -> dict[str
         return result
 
 
+def granted_receive_buffer(wanted: int) -> int:
+    """The receive buffer the kernel grants a UDP socket of this pod that asks for `wanted`
+    bytes with SO_RCVBUF, as OpenSIPS's probe does (socket_info.c, probe_max_sock_buff): the
+    kernel caps the request at net.core.rmem_max and reports twice what it keeps (the other
+    half is its bookkeeping), so half the report is the buffer OpenSIPS gets."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+        return int(probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2
+
+
+def metrics_text(settings: dict[str, Any]) -> str:
+    wanted = int(settings["udp_receive_buffer_bytes"])
+    return (
+        "# HELP acm_opensips_udp_receive_buffer_bytes UDP receive buffer a socket of this pod "
+        "gets when it asks for OpenSIPS's maxbuffer (capped by the node's net.core.rmem_max)\n"
+        "# TYPE acm_opensips_udp_receive_buffer_bytes gauge\n"
+        f"acm_opensips_udp_receive_buffer_bytes {granted_receive_buffer(wanted)}\n"
+        "# HELP acm_opensips_udp_receive_buffer_wanted_bytes OpenSIPS's maxbuffer: the UDP "
+        "receive buffer it asks for\n"
+        "# TYPE acm_opensips_udp_receive_buffer_wanted_bytes gauge\n"
+        f"acm_opensips_udp_receive_buffer_wanted_bytes {wanted}\n"
+    )
+
+
+def authorized(header: str | None, user: str, password_file: str) -> bool:
+    """Whether `header` carries the control account; the password file is read on every call,
+    so a rotated one is taken without a restart."""
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        given = base64.b64decode(header.removeprefix("Basic "), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    name, _, secret = given.partition(":")
+    expected = Path(password_file).read_text().strip()
+    return hmac.compare_digest(name, user) & hmac.compare_digest(secret, expected)
+
+
+def serve_metrics(settings: dict[str, Any]) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if not authorized(self.headers.get("Authorization"), settings["mi_user"],
+                              settings["mi_password_file"]):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="dispatcher-sync"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if self.path != "/metrics":
+                self._answer(404, b"not found\n")
+                return
+            self._answer(200, metrics_text(settings).encode())
+
+        def _answer(self, status: int, data: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scraped every few seconds: no access log
+
+    server = ThreadingHTTPServer(("0.0.0.0", int(settings["metrics_port"])), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def sync_once(settings: dict[str, Any], known: dict[int, list[str]]) -> bool:
     current: dict[int, list[str]] = {}
     for entry in settings["sets"]:
@@ -121,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.check:
         return check(settings)
     install_static_tables(settings)
+    if not options.once:
+        serve_metrics(settings)
     known: dict[int, list[str]] = {}
     reload_pending = False
     while True:
