@@ -360,17 +360,21 @@ class AlertmanagerArgs(BaseModel):
     zone_topology_key: str
 
 
-def credential_values(settings: AlertmanagerConfig, credentials_text: str) -> dict[str, str]:
-    """Each credential a receiver names, from the secret; offline (a placeholder, not JSON)
-    each gets the placeholder."""
+def credential_value(credentials_text: str, name: str) -> str:
+    """One credential of the secret alertmanagerCredentials; offline (a placeholder, not JSON)
+    the placeholder."""
     try:
         credentials = json.loads(credentials_text)
     except json.JSONDecodeError:
         credentials = {}
     if not isinstance(credentials, dict):
         credentials = {}
-    return {name: str(credentials.get(name, credentials_text))
-            for name in settings.credentials()}
+    return str(credentials.get(name, credentials_text))
+
+
+def credential_values(settings: AlertmanagerConfig, credentials_text: str) -> dict[str, str]:
+    """Each credential a receiver names, from the secret (see `credential_value`)."""
+    return {name: credential_value(credentials_text, name) for name in settings.credentials()}
 
 
 def peer_arguments(args: AlertmanagerArgs, domain: str) -> list[str]:
@@ -402,13 +406,16 @@ class Alertmanager(pulumi.ComponentResource):
             opts=child,
         )
         credentials = credential_values(settings, args.credentials)
+        # Receivers that hold no credential (a webhook without basic auth) need no Secret: an
+        # empty one was replaced on every `pulumi up` (CI saw it in the local stack's second
+        # up and in its HAProxy-only change).
         self.receiver_secret = k8s.core.v1.Secret(
             f"{name}-receivers",
             metadata=kube.metadata(RECEIVER_SECRET, args.namespace, labels),
             type="Opaque",
             string_data={key: pulumi.Output.secret(value) for key, value in credentials.items()},
             opts=child,
-        )
+        ) if credentials else None
         domain = f"{part.name}-headless.{args.namespace}.svc.cluster.local"
         ports = {"http": ALERTMANAGER_PORT}
         if settings.replicas > 1:

@@ -24,7 +24,7 @@ from components.datastores import ClickHouseConfig, DragonflyConfig, YugabyteCon
 from components.haproxy import HaproxyConfig
 from components.monitoring import MonitoringConfig
 from components.opensips.settings import OpenSipsConfig
-from components.stand_ins import MediaGatewayStandInConfig
+from components.stand_ins import AlertReceiverStandInConfig, MediaGatewayStandInConfig
 
 PROJECT = "acm-platform"
 
@@ -102,6 +102,7 @@ class StackConfig(Model):
     monitoring: MonitoringConfig
     compliance: ComplianceConfig
     media_gateway_stand_in: MediaGatewayStandInConfig | None = None
+    alert_receiver_stand_in: AlertReceiverStandInConfig | None = None
     secrets: SecretSettings
 
     @model_validator(mode="after")
@@ -114,6 +115,7 @@ class StackConfig(Model):
             ("dragonfly.standIn", self.dragonfly.stand_in is not None),
             ("yugabyte.standIn", self.yugabyte.stand_in is not None),
             ("mediaGatewayStandIn", self.media_gateway_stand_in is not None),
+            ("alertReceiverStandIn", self.alert_receiver_stand_in is not None),
         ) if present]
         if stand_ins:
             raise ValueError(f"{', '.join(stand_ins)}: stand-ins are for the local stack only; "
@@ -122,14 +124,38 @@ class StackConfig(Model):
 
     @model_validator(mode="after")
     def _one_build_per_shared_image(self) -> Self:
-        # The engine stand-in and the media-gateway stand-in run one image, built once
+        # The engine, media-gateway and alert-receiver stand-ins run one image, built once
         # (StackImages): built twice with different settings, one repository would be pushed
         # twice at once, which the registry answers with 500.
-        if self.acm_engine.stand_in and self.media_gateway_stand_in is not None and \
-                self.acm_engine.image_build != self.media_gateway_stand_in.image_build:
-            raise ValueError("acmEngine.imageBuild and mediaGatewayStandIn.imageBuild differ: "
-                             "both stand-ins run the one SIP stand-in image, so give them the "
-                             "same registry and baseImage")
+        builds = {key: build for key, build in (
+            ("acmEngine.imageBuild", self.acm_engine.image_build
+             if self.acm_engine.stand_in else None),
+            ("mediaGatewayStandIn.imageBuild", self.media_gateway_stand_in
+             and self.media_gateway_stand_in.image_build),
+            ("alertReceiverStandIn.imageBuild", self.alert_receiver_stand_in
+             and self.alert_receiver_stand_in.image_build),
+        ) if build is not None}
+        if len({build.model_dump_json() for build in builds.values()}) > 1:
+            keys = list(builds)
+            raise ValueError(f"{', '.join(keys[:-1])} and {keys[-1]} differ: the stand-ins run "
+                             "the one stand-in image, so give them the same registry and "
+                             "baseImage")
+        return self
+
+    @model_validator(mode="after")
+    def _alert_receiver_is_sent_to(self) -> Self:
+        # A stand-in whose account no webhook sends would refuse every notification.
+        stand_in = self.alert_receiver_stand_in
+        if stand_in is None:
+            return self
+        sent = {(r.webhook.username, r.webhook.credential)
+                for r in self.monitoring.alertmanager.receivers if r.webhook is not None}
+        if (stand_in.username, stand_in.credential) not in sent:
+            raise ValueError(
+                f"alertReceiverStandIn asks for username {stand_in.username!r} with credential "
+                f"{stand_in.credential!r}, which no webhook receiver of "
+                "monitoring.alertmanager.receivers sends: give a webhook receiver that "
+                "username and credential")
         return self
 
     @model_validator(mode="after")

@@ -17,7 +17,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.acm_engine import AcmEngine, AcmEngineArgs
-from components.alerting import ALERTMANAGER_PORT, GOSSIP_PORT, receiver_ports
+from components.alerting import (
+    ALERTMANAGER_PORT,
+    GOSSIP_PORT,
+    credential_value,
+    receiver_ports,
+)
 from components.base import kube
 from components.base.images import StackImages
 from components.base.network import Cidrs, Flow
@@ -43,7 +48,14 @@ from components.haproxy import (
 from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, ScrapeTarget
 from components.opensips.args import OpenSipsArgs
 from components.opensips.cluster import OpenSipsCluster
-from components.stand_ins import MediaGatewayStandIn, MediaGatewayStandInArgs
+from components.opensips.config_files import SIDECAR_METRICS_PORT
+from components.stand_ins import (
+    ALERT_RECEIVER_PORT,
+    AlertReceiverStandIn,
+    AlertReceiverStandInArgs,
+    MediaGatewayStandIn,
+    MediaGatewayStandInArgs,
+)
 from stacks.config import StackConfig
 
 DATABASE_SECRET = "acm-database"
@@ -94,6 +106,10 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
              "replicas gossip silences and what was notified"),
     ]
     alertmanager = config.monitoring.alertmanager
+    if config.alert_receiver_stand_in is not None:
+        flows.append(Flow(kube.ALERTMANAGER, kube.ALERT_RECEIVER_STAND_IN,
+                          (("TCP", ALERT_RECEIVER_PORT),),
+                          "notifications to the local stack's webhook receiver stand-in"))
     if alertmanager.egress_cidrs:
         flows.append(Flow(kube.ALERTMANAGER,
                           Cidrs("alert-receivers", tuple(alertmanager.egress_cidrs)),
@@ -110,6 +126,8 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         ]
     flows += [
         Flow(kube.PROMETHEUS, kube.OPENSIPS, (("TCP", opensips.http),), "metrics"),
+        Flow(kube.PROMETHEUS, kube.OPENSIPS, (("TCP", SIDECAR_METRICS_PORT),),
+             "the receive buffer OpenSIPS's sockets get (dispatcher-sync sidecar)"),
         Flow(kube.PROMETHEUS, kube.HAPROXY, (("TCP", haproxy.metrics),), "metrics"),
         Flow(kube.PROMETHEUS, kube.DRAGONFLY, (("TCP", config.dragonfly.port),), "metrics"),
         Flow(kube.PROMETHEUS, kube.YB_MASTER, (("TCP", YB_MASTER_WEB),), "metrics"),
@@ -242,6 +260,15 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             ),
             opts=in_namespace,
         )
+    if config.alert_receiver_stand_in is not None:
+        AlertReceiverStandIn(
+            "alert-receiver-stand-in",
+            AlertReceiverStandInArgs(
+                settings=config.alert_receiver_stand_in,
+                password=credential_value(config.secrets.alertmanager_credentials,
+                                          config.alert_receiver_stand_in.credential),
+                **backing),
+            opts=in_namespace)
     Monitoring(
         "monitoring",
         MonitoringArgs(
@@ -264,6 +291,8 @@ def service_accounts(config: StackConfig) -> list[kube.Part]:
              kube.GRAFANA, kube.ALERTMANAGER, kube.COMPLIANCE, kube.COMPLIANCE_EXPORTER]
     if config.media_gateway_stand_in is not None:
         parts.append(kube.MEDIA_GATEWAY_STAND_IN)
+    if config.alert_receiver_stand_in is not None:
+        parts.append(kube.ALERT_RECEIVER_STAND_IN)
     return parts
 
 
@@ -278,6 +307,8 @@ def scrape_targets(
     suffix = f"{config.namespace}.svc.cluster.local"
     targets = [
         ScrapeTarget("opensips", opensips.headless_domain, config.opensips.ports.http,
+                     basic_auth=opensips.control_account),
+        ScrapeTarget("opensips-sidecar", opensips.headless_domain, SIDECAR_METRICS_PORT,
                      basic_auth=opensips.control_account),
         ScrapeTarget("haproxy", f"haproxy-admin.{suffix}", config.haproxy.ports.metrics,
                      basic_auth=haproxy.control_account),

@@ -177,3 +177,44 @@ def test_every_rule_has_its_runbook_and_every_runbook_its_rule(prod: Rendering) 
             assert section in text, (alert, section)
     orphans = sorted(p.stem for p in RUNBOOKS.glob("*.md") if p.stem not in rules)
     assert orphans == [], f"runbooks without a rule: {orphans}"
+
+
+def test_local_routes_notify_the_receiver_stand_in_with_its_account(local: Rendering) -> None:
+    config = yaml.safe_load(local.rendered_files()["alertmanager.yml"])
+    routed = {route["receiver"] for route in config["route"]["routes"]}
+    routed.add(config["route"]["receiver"])
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert routed == {"on-call", "compliance", "warnings", "watchdog", "platform"}
+    for name in routed:
+        (webhook,) = receivers[name]["webhook_configs"]
+        assert webhook["url"] == ("http://alert-receiver-stand-in.acm-local.svc.cluster.local:"
+                                  f"8080/{name}")
+        assert webhook["http_config"]["basic_auth"]["username"] == "alertmanager"
+        assert webhook["send_resolved"] is True
+    # The stand-in asks for the password the webhooks send, from the same secret key.
+    stand_in = local.get("Deployment", "alert-receiver-stand-in")["spec"]["template"]["spec"]
+    assert "--username" in stand_in["containers"][0]["args"]
+    assert local.get("Secret", "alert-receiver-stand-in")["stringData"]["password"] == \
+        local.get("Secret", "alertmanager-receivers")["stringData"]["stand-in-webhook"]
+    # Alertmanager may reach it (the NetworkPolicy), and only Alertmanager.
+    policy = local.get("NetworkPolicy", "flows-alert-receiver-stand-in")["spec"]
+    assert [rule["from"] for rule in policy["ingress"]] == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "alertmanager",
+                                          "app.kubernetes.io/instance": "local"}}}]]
+
+
+def test_a_receiver_stand_in_is_refused_outside_local() -> None:
+    values, secret_keys = stack_values("dev")
+    values["alertReceiverStandIn"] = stack_values("local")[0]["alertReceiverStandIn"]
+    with pytest.raises(StackConfigError) as caught:
+        load_stack_config("dev", values, secret_keys)
+    assert "alertReceiverStandIn: stand-ins are for the local stack only" in str(caught.value)
+
+
+def test_a_receiver_stand_in_no_webhook_sends_to_is_refused() -> None:
+    with pytest.raises(StackConfigError) as caught:
+        render_modified("local", "alertReceiverStandIn.credential", "another-credential")
+    (path, message), *_ = caught.value.problems
+    assert path == "(stack)"
+    assert ("alertReceiverStandIn asks for username 'alertmanager' with credential "
+            "'another-credential', which no webhook receiver") in message

@@ -163,11 +163,12 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      "standIn 'postgresql' needs imageBuild"),
     ("local", DELETE, "acmEngine.imageBuild", None, "acm-platform:acmEngine",
      "standIn needs imageBuild"),
-    # Both stand-ins run one image, built once: two builds of it would push one repository
+    # The stand-ins run one image, built once: two builds of it would push one repository
     # twice at once.
     ("local", SET, "mediaGatewayStandIn.imageBuild",
      {"registry": "127.0.0.1:5000/acm", "baseImage": "127.0.0.1:5000/acm/other:1"},
-     "acm-platform:(stack)", "acmEngine.imageBuild and mediaGatewayStandIn.imageBuild differ"),
+     "acm-platform:(stack)", "acmEngine.imageBuild, mediaGatewayStandIn.imageBuild and "
+                             "alertReceiverStandIn.imageBuild differ"),
 ]
 
 

@@ -67,6 +67,7 @@ ALERTMANAGER = Part("alertmanager", "monitoring")
 COMPLIANCE = Part("ncc-compliance", "compliance")
 COMPLIANCE_EXPORTER = Part("ncc-compliance-exporter", "compliance")
 MEDIA_GATEWAY_STAND_IN = Part("media-gateway-stand-in", "stand-in")
+ALERT_RECEIVER_STAND_IN = Part("alert-receiver-stand-in", "stand-in")
 
 SIP_PATH_PRIORITY_CLASS = "acm-sip-path"
 PLATFORM_PRIORITY_CLASS = "acm-platform"

@@ -119,9 +119,9 @@ def authorized(header: str | None, user: str, password_file: str) -> bool:
         given = base64.b64decode(header.removeprefix("Basic "), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         return False
-    name, _, secret = given.partition(":")
+    name, _, offered = given.partition(":")
     expected = Path(password_file).read_text().strip()
-    return hmac.compare_digest(name, user) & hmac.compare_digest(secret, expected)
+    return hmac.compare_digest(name, user) & hmac.compare_digest(offered, expected)
 
 
 def serve_metrics(settings: dict[str, Any]) -> ThreadingHTTPServer:

@@ -13,14 +13,15 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from components.opensips.config_files import exported_metric
+from components.opensips.config_files import SIDECAR_METRICS_PORT, exported_metric
 from stacks.render import Rendering
 from tests.cluster.faults import wait_for
-from tests.cluster.kube import NODE_ADDRESS, Cluster, readiness
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, basic_authorization, place_call
@@ -29,10 +30,15 @@ pytestmark = pytest.mark.slow
 STACK = "local"
 
 
+# When the module's `pulumi up` ended (time.time()): the Watchdog's arrival is measured from it.
+UP_ENDED: dict[str, float] = {}
+
+
 @pytest.fixture(scope="module")
 def deployed(control_plane: Path, engine: Engine) -> Iterator[tuple[Cluster, Rendering]]:
     stack = engine.stack(STACK)
     stack.up(on_output=lambda _: None)
+    UP_ENDED["at"] = time.time()
     cluster, rendering = Cluster(control_plane), rendering_of(STACK)
     try:
         wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), 120,
@@ -136,6 +142,8 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
     endpoints = [(address, config.opensips.ports.http, path, body, "opensips-control")
                  for address in pod_addresses("opensips")
                  for path, body in (("/mi", mi_call), ("/metrics", None))]
+    endpoints += [(address, SIDECAR_METRICS_PORT, "/metrics", None, "opensips-control")
+                  for address in pod_addresses("opensips")]
     endpoints += [(address, port, path, None, "haproxy-control")
                   for address in pod_addresses("haproxy")
                   for port, path in ((config.haproxy.ports.stats, "/stats;csv"),
@@ -166,7 +174,7 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
         result = prometheus_query(cluster, namespace, f'up{{job="{job}"}}')
         return bool(result) and all(r["value"][1] == "1" for r in result)  # type: ignore[index]
 
-    for job in ("opensips", "haproxy"):
+    for job in ("opensips", "opensips-sidecar", "haproxy"):
         wait_for(functools.partial(all_targets_up, job), 90,
                  f"every {job} target up in Prometheus, scraped with its password file")
 
@@ -231,3 +239,148 @@ def test_alerts_reach_every_alertmanager_replica_which_asks_for_its_account(
     started = time.monotonic()
     wait_for(watchdog_arrived, 120, "the Watchdog alert at every Alertmanager replica")
     print(f"Watchdog at every replica {time.monotonic() - started:.0f} s after the check began")
+
+
+# --- alerts that reach a person: the webhook receiver stand-in is each receiver's far end ---
+
+
+def notifications(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """Every notification the receiver stand-in took, oldest first, read with its account."""
+    import base64
+    import urllib.request
+
+    core = cluster.core()
+    password = base64.b64decode(core.read_namespaced_secret(
+        "alert-receiver-stand-in", namespace).data["password"]).decode()
+    (pod,) = [p for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=alert-receiver-stand-in").items
+        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+    request = urllib.request.Request(
+        f"http://{pod.status.pod_ip}:8080/received",
+        headers={"Authorization": basic_authorization(password, user="alertmanager")})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        found: list[dict[str, Any]] = json.loads(answer.read())
+        return found
+
+
+def alerts_at(cluster: Cluster, namespace: str, receiver: str, alertname: str,
+              status: str = "firing", since: float = 0.0) -> list[tuple[float, dict[str, Any]]]:
+    """(when it arrived, the alert) for each `alertname` alert in `status` that `receiver` got
+    after `since`."""
+    return [(n["received_at"], alert) for n in notifications(cluster, namespace)
+            if n["receiver"] == receiver and n["received_at"] >= since
+            for alert in n["body"]["alerts"]
+            if alert["labels"]["alertname"] == alertname and alert["status"] == status]
+
+
+def test_the_watchdog_reaches_its_receiver_after_the_up(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """The dead man's switch: Prometheus's always-firing Watchdog, through Alertmanager's
+    watchdog route, at the receiver with the account, within 2 minutes of the up's end."""
+    cluster, rendering = deployed
+    namespace = rendering.config.namespace
+    wait_for(lambda: bool(alerts_at(cluster, namespace, "watchdog", "Watchdog")), 120,
+             "the Watchdog at the watchdog receiver")
+    first, alert = alerts_at(cluster, namespace, "watchdog", "Watchdog")[0]
+    print(f"Watchdog at its receiver {first - UP_ENDED['at']:.0f} s after the up ended")
+    assert first - UP_ENDED["at"] < 120
+    assert alert["annotations"]["runbook_url"].endswith("/Watchdog.md")
+    # Routed to its own receiver only: it never pages the others.
+    for other in ("on-call", "compliance", "warnings", "platform"):
+        assert not alerts_at(cluster, namespace, other, "Watchdog"), other
+
+
+def test_no_engine_pages_on_call_and_resolves_when_the_engines_are_back(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """A real fault on the call path: every engine pod gone (both Deployments scaled to 0; an
+    HPA does not scale a Deployment at 0). AcmNoHealthyEngine reaches the on-call receiver
+    within its `for` (60 s) + the route's group_wait (10 s) + 90 s (Prometheus's DNS
+    discovery refresh of 30 s, a scrape and an evaluation of 15 s each, and slack), with its
+    labels, summary and runbook; with the engines back, the resolved notification follows."""
+    cluster, rendering = deployed
+    config = rendering.config
+    namespace, apps = config.namespace, cluster.apps()
+    base_url = config.monitoring.runbook_base_url
+    replicas = {"acm-engine": config.acm_engine.autoscaling.min_replicas,
+                "acm-engine-backup": config.acm_engine.backup_replicas}
+    fault = time.time()
+    try:
+        for name in replicas:
+            apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 0}})
+        wait_for(lambda: bool(alerts_at(cluster, namespace, "on-call", "AcmNoHealthyEngine",
+                                        since=fault)), 240, "AcmNoHealthyEngine at on-call")
+        arrived, alert = alerts_at(cluster, namespace, "on-call", "AcmNoHealthyEngine",
+                                   since=fault)[0]
+        print(f"AcmNoHealthyEngine at on-call {arrived - fault:.0f} s after the engines went")
+        assert arrived - fault <= 60 + 10 + 90
+        assert alert["labels"]["severity"] == "critical"
+        assert alert["labels"]["area"] == "sip-path"
+        assert alert["labels"]["environment"] == "local"
+        assert alert["annotations"]["summary"] == "No ACM engine is up: every call fails open"
+        assert alert["annotations"]["runbook_url"] == f"{base_url}/AcmNoHealthyEngine.md"
+        # A SIP-path page goes to on-call only.
+        assert not alerts_at(cluster, namespace, "compliance", "AcmNoHealthyEngine")
+    finally:
+        back = time.time()
+        for name, count in replicas.items():
+            apps.patch_namespaced_deployment_scale(name, namespace,
+                                                   {"spec": {"replicas": count}})
+    wait_for(lambda: all(s.ready for s in readiness(cluster, rendering)), 180,
+             "every part ready with the engines back")
+    wait_for(lambda: bool(alerts_at(cluster, namespace, "on-call", "AcmNoHealthyEngine",
+                                    status="resolved", since=back)), 300,
+             "AcmNoHealthyEngine resolved at on-call")
+    resolved, _ = alerts_at(cluster, namespace, "on-call", "AcmNoHealthyEngine",
+                            status="resolved", since=back)[0]
+    print(f"AcmNoHealthyEngine resolved at on-call {resolved - back:.0f} s after the engines "
+          "were scaled back")
+
+
+def test_a_failed_report_run_pages_compliance_and_not_on_call(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """A real compliance fault: the daily report's CronJob template, run now for a day that
+    holds no call record, is held by the job (exit 1) and the Job fails. The exporter reads the
+    failed run from the audit trail: NccReportRunFailed reaches the compliance receiver, and
+    the on-call receiver gets nothing of it."""
+    cluster, rendering = deployed
+    namespace, batch, core = rendering.config.namespace, cluster.batch(), cluster.core()
+    job = job_of(batch.read_namespaced_cron_job("ncc-report-daily", namespace),
+                 "ncc-report-daily-held")
+    job.spec.backoff_limit = 0
+    job.spec.template.spec.containers[0].args = ["daily", "--date", "2026-02-02"]
+    fault = time.time()
+    batch.create_namespaced_job(namespace, job)
+    wait_for(lambda: job_ending(cluster, namespace, "ncc-report-daily-held") is not None, 240,
+             "the held run's Job ended")
+    pod = core.list_namespaced_pod(namespace,
+                                   label_selector="job-name=ncc-report-daily-held").items[0]
+    log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    assert job_ending(cluster, namespace, "ncc-report-daily-held") == "Failed", log
+    assert "daily 2026-02-02: no-data" in log, log
+    ended = time.time()
+    wait_for(lambda: bool(alerts_at(cluster, namespace, "compliance", "NccReportRunFailed",
+                                    since=fault)), 120, "NccReportRunFailed at compliance")
+    arrived, alert = alerts_at(cluster, namespace, "compliance", "NccReportRunFailed",
+                               since=fault)[0]
+    print(f"NccReportRunFailed at compliance {arrived - ended:.0f} s after the Job failed "
+          f"({arrived - fault:.0f} s after it was created)")
+    assert alert["labels"]["cron_job"] == "ncc-report-daily"
+    assert alert["labels"]["area"] == "compliance"
+    assert alert["annotations"]["runbook_url"].endswith("/NccReportRunFailed.md")
+    assert not alerts_at(cluster, namespace, "on-call", "NccReportRunFailed")
+
+
+def test_every_opensips_pod_gets_the_receive_buffer_it_asks_for(
+        deployed: tuple[Cluster, Rendering]) -> None:
+    """This machine's net.core.rmem_max is 4 MiB, what OpenSIPS asks for: every sidecar reports
+    the buffer granted equal to the one wanted, so AcmUdpReceiveBufferCapped stays quiet."""
+    cluster, rendering = deployed
+    namespace = rendering.config.namespace
+
+    def reported() -> list[dict[str, Any]]:
+        return prometheus_query(cluster, namespace, "acm_opensips_udp_receive_buffer_bytes "
+                                "- acm_opensips_udp_receive_buffer_wanted_bytes")
+
+    wait_for(lambda: len(reported()) >= rendering.config.opensips.autoscaling.min_replicas, 90,
+             "every OpenSIPS sidecar scraped")
+    assert all(float(r["value"][1]) == 0 for r in reported()), reported()  # type: ignore[index]
