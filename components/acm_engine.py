@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 import pulumi
+import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.credentials import secrets_digest
 from components.base.images import ImageSource
 from components.base.settings import (
     Autoscaling,
@@ -27,6 +29,18 @@ from components.stand_ins import SIP_STAND_IN_IMAGE
 
 # --- settings: acm-platform:acmEngine -----------------------------------------------------
 
+
+# The engines' user in the breaker store (Dragonfly's ACL): their own cache keys, reads and
+# writes, nothing administrative.
+STORE_USER = "acm-engine"
+STORE_KEY_PATTERNS = ("acm:engine:*",)
+STORE_COMMANDS = ("+@read", "+@write", "+@keyspace", "-@dangerous", "+ping", "+select")
+STORE_SECRET_DIR = "/etc/acm/breaker-store"
+# The engines' metrics account (what Prometheus scrapes with).
+METRICS_SECRET = "acm-engine-metrics"
+METRICS_SECRET_DIR = "/etc/acm/metrics"
+METRICS_USER = "acm-control"
+CLICKHOUSE_SECRET_DIR = "/etc/acm/clickhouse"
 
 class AcmEngineConfig(Model):
     image: ImageRef
@@ -73,7 +87,21 @@ class AcmEngineArgs(BaseModel):
     database_secret_name: str
     dragonfly_host: str
     dragonfly_port: int
+    # The Secret holding the engines' password in the breaker store (key STORE_USER).
+    dragonfly_secret_name: str
     clickhouse_url: str
+    # The engines' ClickHouse user, and the Secret holding its password (key: the user).
+    clickhouse_user: str
+    clickhouse_secret_name: str
+    clickhouse_password: str
+    # What the engines read at start (the database password as an environment variable, the
+    # store password as a file), for the pod template's keyed digest under the stack's
+    # secretsDigestKey: a rotated one rolls the engines.
+    database_password: str
+    store_password: str
+    digest_key: str
+    # The account Prometheus scrapes the engines' /metrics with (Secret METRICS_SECRET).
+    metrics_password: str
 
 
 class AcmEngine(pulumi.ComponentResource):
@@ -87,6 +115,15 @@ class AcmEngine(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("acm:platform:AcmEngine", name, None, opts)
         settings = args.settings
+        self.metrics_secret = k8s.core.v1.Secret(
+            f"{name}-metrics",
+            metadata=kube.metadata(METRICS_SECRET, args.namespace,
+                                   kube.ACM_ENGINE.labels(args.instance)),
+            type="Opaque",
+            string_data={"password": pulumi.Output.secret(args.metrics_password)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.metrics_account = kube.BasicAuth(METRICS_USER, METRICS_SECRET)
         self.active = self._engines(name, kube.ACM_ENGINE, args, role="active")
         self.backup = None
         if settings.backup_replicas > 0:
@@ -131,19 +168,36 @@ class AcmEngine(pulumi.ComponentResource):
                     "name": args.database_secret_name, "key": "password"}}},
                 {"name": "ACM_REDIS_URL",
                  "value": f"redis://{args.dragonfly_host}:{args.dragonfly_port}"},
+                # The engines' ACL user; its password a file of the store's Secret.
+                {"name": "ACM_REDIS_USERNAME", "value": STORE_USER},
+                {"name": "ACM_REDIS_PASSWORD_FILE", "value": f"{STORE_SECRET_DIR}/password"},
+                # /metrics asks for this account (Prometheus has it); /health answers anyone.
+                {"name": "ACM_METRICS_USERNAME", "value": METRICS_USER},
+                {"name": "ACM_METRICS_PASSWORD_FILE", "value": f"{METRICS_SECRET_DIR}/password"},
                 {"name": "ACM_CLICKHOUSE_URL", "value": args.clickhouse_url},
+                {"name": "ACM_CLICKHOUSE_USERNAME", "value": args.clickhouse_user},
+                {"name": "ACM_CLICKHOUSE_PASSWORD_FILE",
+                 "value": f"{CLICKHOUSE_SECRET_DIR}/password"},
             ],
             "resources": kube.resources(settings.resources),
             "security_context": kube.container_security(),
             "liveness_probe": kube.http_probe("/health", "http", failures=3),
             "readiness_probe": kube.http_probe("/health", "http", period=5, failures=2),
-            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"}],
+            "volume_mounts": [{"name": "tmp", "mount_path": "/tmp"},
+                              {"name": "store-account", "mount_path": STORE_SECRET_DIR,
+                               "read_only": True},
+                              {"name": "metrics-account", "mount_path": METRICS_SECRET_DIR,
+                               "read_only": True},
+                              {"name": "clickhouse-account",
+                               "mount_path": CLICKHOUSE_SECRET_DIR, "read_only": True}],
         }
         if settings.stand_in:
             container["image"] = args.images.image(SIP_STAND_IN_IMAGE, settings.image,
                                                    settings.image_build)
             container["args"] = ["engine", "--sip-port", str(settings.sip_port),
-                                 "--http-port", str(settings.http_port)]
+                                 "--http-port", str(settings.http_port),
+                                 "--metrics-user", METRICS_USER, "--metrics-password-file",
+                                 f"{METRICS_SECRET_DIR}/password"]
         spec = DeploymentSpec(
             part=part, namespace=args.namespace, instance=args.instance,
             containers=[container], priority_class=args.priority_class,
@@ -152,7 +206,23 @@ class AcmEngine(pulumi.ComponentResource):
             replicas=settings.backup_replicas if role == "backup" else None,
             # The standby has no floor to protect: a budget over it would only block drains.
             disruption=settings.pdb if role == "active" else None,
-            volumes=[{"name": "tmp", "empty_dir": {"size_limit": "128Mi"}}],
+            secrets_digest=secrets_digest(args.digest_key, {
+                f"{args.database_secret_name}/password": args.database_password,
+                f"{args.dragonfly_secret_name}/{STORE_USER}": args.store_password,
+                f"{METRICS_SECRET}/password": args.metrics_password,
+                f"{args.clickhouse_secret_name}/{args.clickhouse_user}":
+                    args.clickhouse_password}),
+            volumes=[{"name": "tmp", "empty_dir": {"size_limit": "128Mi"}},
+                     {"name": "store-account", "secret": {
+                         "secret_name": args.dragonfly_secret_name, "default_mode": 0o440,
+                         "items": [{"key": STORE_USER, "path": "password"}]}},
+                     {"name": "metrics-account", "secret": {
+                         "secret_name": METRICS_SECRET, "default_mode": 0o440}},
+                     # Optional: ClickHouse may be switched off (features.clickhouse).
+                     {"name": "clickhouse-account", "secret": {
+                         "secret_name": args.clickhouse_secret_name, "default_mode": 0o440,
+                         "optional": True,
+                         "items": [{"key": args.clickhouse_user, "path": "password"}]}}],
             extra_labels={kube.ROLE_LABEL: role},
         )
         return managed_deployment(name, spec, self)

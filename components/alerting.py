@@ -8,21 +8,24 @@ whose replicas gossip as one cluster, a PodDisruptionBudget, the Secrets whose k
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-import bcrypt
 import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.credentials import (
+    SECRETS_DIGEST_ANNOTATION,
+    derived_mutual_tls,
+    secrets_digest,
+    web_config,
+)
 from components.base.images import ImageRecipe, ImageSource, tools_cache_folder
 from components.base.settings import (
     DnsLabel,
@@ -49,6 +52,11 @@ CONFIG_DIR = "/etc/alertmanager/config"
 CONTROL_DIR = "/etc/alertmanager/control"
 CREDENTIALS_DIR = "/etc/alertmanager/credentials"
 WEB_CONFIG_FILE = "web-config.yml"
+# Gossip between replicas: mutual TLS with certificates derived from the stack's key.
+GOSSIP_SECRET = "alertmanager-gossip"
+GOSSIP_DIR = "/etc/alertmanager/gossip"
+GOSSIP_TLS_FILE = "cluster-tls.yml"
+GOSSIP_SERVER_NAME = "alertmanager-gossip"
 UNROUTED_WATCHDOG = "watchdog-unrouted"
 
 
@@ -316,22 +324,6 @@ def rendered_alertmanager_config(settings: AlertmanagerConfig) -> str:
                                for source, targets in INHIBITIONS])
 
 
-def stable_bcrypt(password: str, purpose: str) -> str:
-    """A bcrypt hash whose salt comes from the password itself (HMAC under `purpose`): the same
-    password gives the same Secret on every `pulumi up`, so nothing rolls without a change."""
-    alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-    standard = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-    digest = hmac.new(purpose.encode(), password.encode(), hashlib.sha256).digest()[:16]
-    salt = base64.b64encode(digest).decode().rstrip("=")
-    salt = salt.translate(str.maketrans(standard, alphabet))[:22]
-    return bcrypt.hashpw(password.encode(), f"$2b$10${salt}".encode()).decode()
-
-
-def web_config(password: str) -> str:
-    return render("alertmanager-web.yml.j2", username=CONTROL_USER,
-                  password_hash=stable_bcrypt(password, "alertmanager-web"))
-
-
 # --- the component ----------------------------------------------------------------------------
 
 
@@ -355,6 +347,8 @@ class AlertmanagerArgs(BaseModel):
     control_password: str
     # The secret alertmanagerCredentials (a JSON object), or its offline placeholder.
     credentials: str
+    # The stack's secretsDigestKey: the web config's bcrypt salt is keyed with it.
+    digest_key: str
     priority_class: str
     node_topology_key: str
     zone_topology_key: str
@@ -383,8 +377,17 @@ def peer_arguments(args: AlertmanagerArgs, domain: str) -> list[str]:
         # One replica has no one to gossip with; an empty listen address turns the cluster off.
         return ["--cluster.listen-address="]
     return [f"--cluster.listen-address=0.0.0.0:{GOSSIP_PORT}",
+            f"--cluster.tls-config={CONFIG_DIR}/{GOSSIP_TLS_FILE}",
             *(f"--cluster.peer={kube.ALERTMANAGER.name}-{index}.{domain}:{GOSSIP_PORT}"
               for index in range(replicas))]
+
+
+def gossip_tls(digest_key: str) -> dict[str, str]:
+    """The gossip Secret's files: a CA and the one certificate every replica presents and
+    asks for (derived, so byte-identical on every up; components/base/credentials.py)."""
+    material = derived_mutual_tls(digest_key, "alertmanager-gossip", GOSSIP_SERVER_NAME)
+    return {"ca.crt": material.ca_certificate, "tls.crt": material.certificate,
+            "tls.key": material.private_key}
 
 
 class Alertmanager(pulumi.ComponentResource):
@@ -394,14 +397,27 @@ class Alertmanager(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         part, settings = kube.ALERTMANAGER, args.settings
         labels = part.labels(args.instance)
+        gossiping = settings.replicas > 1
+        files = {"alertmanager.yml": rendered_alertmanager_config(settings)}
+        if gossiping:
+            files[GOSSIP_TLS_FILE] = render("alertmanager-cluster-tls.yml.j2",
+                                            directory=GOSSIP_DIR, server_name=GOSSIP_SERVER_NAME)
+            self.gossip_secret = k8s.core.v1.Secret(
+                f"{name}-gossip",
+                metadata=kube.metadata(GOSSIP_SECRET, args.namespace, labels),
+                type="Opaque",
+                string_data={key: pulumi.Output.secret(value)
+                             for key, value in gossip_tls(args.digest_key).items()},
+                opts=child,
+            )
         self.config = kube.RenderedConfig(
-            f"{name}-config", "alertmanager-config", args.namespace, labels,
-            {"alertmanager.yml": rendered_alertmanager_config(settings)}, child)
+            f"{name}-config", "alertmanager-config", args.namespace, labels, files, child)
         self.control_secret = k8s.core.v1.Secret(
             f"{name}-control",
             metadata=kube.metadata(CONTROL_SECRET, args.namespace, labels),
             type="Opaque",
-            string_data={WEB_CONFIG_FILE: pulumi.Output.secret(web_config(args.control_password)),
+            string_data={WEB_CONFIG_FILE: pulumi.Output.secret(web_config(
+                CONTROL_USER, args.control_password, args.digest_key, "alertmanager-web")),
                          "password": pulumi.Output.secret(args.control_password)},
             opts=child,
         )
@@ -438,10 +454,17 @@ class Alertmanager(pulumi.ComponentResource):
             zone_topology_key=args.zone_topology_key,
             config_volume=("config", self.config.name, CONFIG_DIR),
             secret_volume=("control", CONTROL_SECRET, CONTROL_DIR),
+            more_secret_volumes=[("gossip", GOSSIP_SECRET, GOSSIP_DIR)] if gossiping else [],
             credential_files=(CREDENTIALS_DIR, [(RECEIVER_SECRET, key, key)
                                                 for key in sorted(credentials)])
             if credentials else None,
-            extra_annotations={kube.CONFIG_HASH_ANNOTATION: self.config.hash},
+            extra_annotations={
+                kube.CONFIG_HASH_ANNOTATION: self.config.hash,
+                # Alertmanager reads its gossip certificates at start.
+                SECRETS_DIGEST_ANNOTATION: secrets_digest(args.digest_key, {
+                    f"{GOSSIP_SECRET}/{key}": value
+                    for key, value in (gossip_tls(args.digest_key) if gossiping
+                                       else {}).items()})},
         )
         self.tier = stateful_tier(f"{name}", spec, self)
         quorum_disruption_budget(f"{name}-pdb", spec, self)

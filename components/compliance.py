@@ -41,6 +41,10 @@ from jobs import settings as job_settings
 
 SECRET_NAME = "ncc-compliance-credentials"
 SECRETS_MOUNT = "/var/run/secrets/ncc"
+# The exporter's own account (what Prometheus scrapes with), apart from the jobs' credentials.
+EXPORTER_SECRET = "ncc-compliance-exporter-control"
+EXPORTER_SECRET_MOUNT = "/var/run/secrets/ncc-exporter"
+EXPORTER_USER = "acm-control"
 SCRATCH_MOUNT = "/scratch"
 EXPORTER_PORT = 9469
 LAGOS = "Africa/Lagos"
@@ -174,6 +178,16 @@ class ComplianceJobs(pulumi.ComponentResource):
                          for key, field in SECRET_FILES.items()},
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.exporter_secret = k8s.core.v1.Secret(
+            f"{name}-exporter-control",
+            metadata=kube.metadata(EXPORTER_SECRET, args.namespace,
+                                   kube.COMPLIANCE_EXPORTER.labels(args.instance)),
+            type="Opaque",
+            string_data={"password": pulumi.Output.secret(
+                args.secrets["compliance_exporter_password"])},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.exporter_account = kube.BasicAuth(EXPORTER_USER, EXPORTER_SECRET)
         self.cron_jobs = {
             report: self._cron_job(name, report, schedule, args)
             for report, schedule in settings.reports.by_command().items()
@@ -186,9 +200,12 @@ class ComplianceJobs(pulumi.ComponentResource):
                                             exporter=True)],
                 priority_class=args.priority_class, node_topology_key=args.node_topology_key,
                 zone_topology_key=args.zone_topology_key, replicas=1,
-                volumes=self._volumes(args), uid=kube.DEFAULT_UID,
+                volumes=[*self._volumes(args),
+                         {"name": "exporter-account", "secret": {
+                             "secret_name": EXPORTER_SECRET, "default_mode": 0o440}}],
+                uid=kube.DEFAULT_UID,
             ),
-            self, depends_on=[self.secret],
+            self, depends_on=[self.secret, self.exporter_secret],
         )
         self.exporter = exporter.deployment
         self.exporter_service = service(
@@ -255,9 +272,15 @@ class ComplianceJobs(pulumi.ComponentResource):
             # pages for a run that failed or never started (jobs/runs.py).
             container["env"].append({"name": f"{job_settings.ENV_PREFIX}SCHEDULES",
                                      "value": json.dumps(self._schedules(args), sort_keys=True)})
+            container["env"].append({"name": f"{job_settings.ENV_PREFIX}EXPORTER_PASSWORD_FILE",
+                                     "value": f"{EXPORTER_SECRET_MOUNT}/password"})
+            container["volume_mounts"].append({"name": "exporter-account",
+                                               "mount_path": EXPORTER_SECRET_MOUNT,
+                                               "read_only": True})
             container["ports"] = [{"name": "metrics", "container_port": EXPORTER_PORT}]
-            container["readiness_probe"] = kube.http_probe("/metrics", "metrics")
-            container["liveness_probe"] = kube.http_probe("/metrics", "metrics", failures=6)
+            # /metrics asks for the account: the kubelet checks that the port answers.
+            container["readiness_probe"] = kube.tcp_probe("metrics")
+            container["liveness_probe"] = kube.tcp_probe("metrics", failures=6)
         return container
 
     @staticmethod

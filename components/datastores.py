@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Annotated, Literal, Self
 
 import pulumi
@@ -10,6 +11,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.credentials import SECRETS_DIGEST_ANNOTATION, secrets_digest
 from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     ImageBuild,
@@ -22,6 +24,7 @@ from components.base.settings import (
     require_stand_in_build,
 )
 from components.base.stateful import StatefulTierSpec, quorum_disruption_budget, stateful_tier
+from components.base.templating import render
 
 YB_MASTER_RPC = 7100
 YB_MASTER_WEB = 7000
@@ -145,8 +148,41 @@ def _client_service(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class StoreUser:
+    """A client's ACL user of the breaker store: its password (a stack secret) and what it may
+    do, which the client's own room decides (key patterns, commands)."""
+
+    name: str
+    password: str
+    key_patterns: tuple[str, ...]
+    commands: tuple[str, ...]
+
+
+USERS_SECRET = "dragonfly-users"
+ACL_FILE = "users.acl"
+ACL_DIR = "/etc/dragonfly"
+
+
+def acl_file(users: list[StoreUser]) -> str:
+    """Dragonfly's ACL file (Redis's syntax, which the Redis stand-in reads too; it takes no
+    comments, so templates/dragonfly-users.acl.j2 holds none): the default user off, so a
+    client that does not authenticate as one of `users` can do nothing (NOAUTH); passwords
+    only as SHA-256 hashes."""
+    return render("dragonfly-users.acl.j2", users=[
+        {"name": user.name,
+         "password_sha256": hashlib.sha256(user.password.encode()).hexdigest(),
+         "key_patterns": " ".join(f"~{pattern}" for pattern in user.key_patterns),
+         "commands": " ".join(user.commands)}
+        for user in users])
+
+
 class DragonflyArgs(StoreArgs):
     settings: DragonflyConfig
+    # Every client's user; nobody else may connect (the default user is off).
+    users: list[StoreUser]
+    # The stack's secretsDigestKey: the server reads its ACL file at start.
+    digest_key: str
 
 
 class Dragonfly(pulumi.ComponentResource):
@@ -156,13 +192,29 @@ class Dragonfly(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("acm:platform:Dragonfly", name, None, opts)
         settings = args.settings
+        labels = kube.DRAGONFLY.labels(args.instance)
+        self.users_secret = k8s.core.v1.Secret(
+            f"{name}-users",
+            metadata=kube.metadata(USERS_SECRET, args.namespace, labels),
+            type="Opaque",
+            string_data={ACL_FILE: pulumi.Output.secret(acl_file(args.users)),
+                         **{user.name: pulumi.Output.secret(user.password)
+                            for user in args.users}},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        acl = f"{ACL_DIR}/{ACL_FILE}"
         if settings.stand_in == "redis":
+            # protected-mode off: the default user is off, every client authenticates.
             server_args = ["--port", str(settings.port), "--bind", "0.0.0.0",
                            "--protected-mode", "no", "--dir", "/data",
-                           "--dbfilename", "dump.rdb", "--save", "300 1"]
+                           "--dbfilename", "dump.rdb", "--save", "300 1", "--aclfile", acl]
         else:
+            # No HTTP on the data port: Dragonfly's /metrics there bypasses authentication
+            # upstream, and its console would be a second way in; only the Redis protocol,
+            # where every connection meets the ACL.
             server_args = ["--port", str(settings.port), "--dir", "/data", "--dbfilename",
-                           "dump", "--snapshot_cron", "*/5 * * * *"]
+                           "dump", "--snapshot_cron", "*/5 * * * *", "--aclfile", acl,
+                           "--primary_port_http_enabled=false"]
         spec = StatefulTierSpec(
             part=kube.DRAGONFLY, namespace=args.namespace, instance=args.instance,
             image=args.images.image(REDIS_IMAGE, settings.image, settings.image_build),
@@ -172,6 +224,9 @@ class Dragonfly(pulumi.ComponentResource):
             liveness=kube.tcp_probe("redis"), readiness=kube.tcp_probe("redis", period=5),
             priority_class=args.priority_class, node_topology_key=args.node_topology_key,
             zone_topology_key=args.zone_topology_key,
+            credential_files=(ACL_DIR, [(USERS_SECRET, ACL_FILE, ACL_FILE)]),
+            extra_annotations={SECRETS_DIGEST_ANNOTATION: secrets_digest(
+                args.digest_key, {f"{USERS_SECRET}/{ACL_FILE}": acl_file(args.users)})},
         )
         self.tier = stateful_tier(name, spec, self)
         self.service = _client_service(f"{name}-service", kube.DRAGONFLY, args,
@@ -181,8 +236,22 @@ class Dragonfly(pulumi.ComponentResource):
         self.register_outputs({"host": self.host, "port": self.port})
 
 
+CLICKHOUSE_USERS_SECRET = "clickhouse-users"
+CLICKHOUSE_USERS_DIR = "/etc/clickhouse-server/users.d"
+CLICKHOUSE_ENGINE_USER = "acm_engine"
+
+
 class ClickHouseArgs(StoreArgs):
     settings: ClickHouseConfig
+    # The engines' ClickHouse password; the image's default user is removed.
+    engine_password: str
+    digest_key: str
+
+
+def clickhouse_users(engine_password: str) -> str:
+    return render("clickhouse-users.xml.j2", users=[{
+        "name": CLICKHOUSE_ENGINE_USER,
+        "password_sha256": hashlib.sha256(engine_password.encode()).hexdigest()}])
 
 
 class ClickHouse(pulumi.ComponentResource):
@@ -193,6 +262,16 @@ class ClickHouse(pulumi.ComponentResource):
         super().__init__("acm:platform:ClickHouse", name, None, opts)
         settings = args.settings
         ports = {"http": settings.http_port, "native": settings.native_port}
+        users = clickhouse_users(args.engine_password)
+        self.users_secret = k8s.core.v1.Secret(
+            f"{name}-users",
+            metadata=kube.metadata(CLICKHOUSE_USERS_SECRET, args.namespace,
+                                   kube.CLICKHOUSE.labels(args.instance)),
+            type="Opaque",
+            string_data={"acm.xml": pulumi.Output.secret(users),
+                         CLICKHOUSE_ENGINE_USER: pulumi.Output.secret(args.engine_password)},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         spec = StatefulTierSpec(
             part=kube.CLICKHOUSE, namespace=args.namespace, instance=args.instance,
             image=settings.image, replicas=1, resources=settings.resources,
@@ -203,6 +282,10 @@ class ClickHouse(pulumi.ComponentResource):
             zone_topology_key=args.zone_topology_key,
             # The server writes its logs and preprocessed config beside its data.
             scratch_paths=("/tmp", "/var/log/clickhouse-server", "/etc/clickhouse-server/config.d"),
+            credential_files=(CLICKHOUSE_USERS_DIR, [(CLICKHOUSE_USERS_SECRET, "acm.xml",
+                                                      "acm.xml")]),
+            extra_annotations={SECRETS_DIGEST_ANNOTATION: secrets_digest(
+                args.digest_key, {f"{CLICKHOUSE_USERS_SECRET}/acm.xml": users})},
         )
         self.tier = stateful_tier(name, spec, self)
         self.service = _client_service(f"{name}-service", kube.CLICKHOUSE, args, ports, self)
@@ -214,8 +297,11 @@ class ClickHouse(pulumi.ComponentResource):
 class YugabyteArgs(StoreArgs):
     settings: YugabyteConfig
     # The Secret with the platform's database role (username, password): the PostgreSQL
-    # stand-in makes its role from it.
+    # stand-in makes its role from it at start (the pod template's keyed digest of it, under
+    # the stack's secretsDigestKey, rolls it when the password is rotated).
     database_secret_name: str
+    database_password: str
+    digest_key: str
 
 
 class YugabyteDb(pulumi.ComponentResource):
@@ -303,5 +389,8 @@ class YugabyteDb(pulumi.ComponentResource):
             liveness=kube.tcp_probe("ysql", initial_delay=10),
             readiness=kube.tcp_probe("ysql", period=5),
             secret_volume=("credentials", args.database_secret_name, "/etc/acm/database"),
+            extra_annotations={SECRETS_DIGEST_ANNOTATION: secrets_digest(
+                args.digest_key,
+                {f"{args.database_secret_name}/password": args.database_password})},
         )
         self.tservers = stateful_tier(f"{name}-tserver", spec, self)

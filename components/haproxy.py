@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
+from components.base.credentials import secrets_digest
 from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     Disruption,
@@ -178,6 +179,9 @@ class HaproxyArgs(BaseModel):
     opensips_max_replicas: int
     sip_peer_cidrs: list[str]
     control_password: str
+    # The stack's secretsDigestKey: the pod template carries the keyed digest of the userlist
+    # HAProxy reads at start, so a rotated password rolls HAProxy.
+    digest_key: str
 
 
 def control_userlist(password: str) -> str:
@@ -284,6 +288,8 @@ class HaproxyTier(pulumi.ComponentResource):
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
             replicas=settings.replicas, disruption=settings.pdb,
             termination_grace_seconds=HAPROXY_GRACE_SECONDS,
+            secrets_digest=secrets_digest(args.digest_key, {
+                f"{CONTROL_SECRET}/{USERLIST_FILE}": control_userlist(args.control_password)}),
             volumes=[
                 {"name": "config", "projected": {"default_mode": 0o440, "sources": [
                     {"config_map": {"name": self.config.name}},

@@ -18,6 +18,7 @@ from components.alerting import (
     WebUrl,
 )
 from components.base import kube
+from components.base.credentials import secrets_digest, web_config
 from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import (
     ImageBuild,
@@ -128,6 +129,13 @@ class ScrapeTarget:
 
 
 CREDENTIALS_DIR = "/etc/prometheus/credentials"
+# Prometheus's own account: its web config (every path of :9090, the API and /-/reload
+# included, asks for it), and the password its clients (Grafana) read.
+PROMETHEUS_CONTROL_SECRET = "prometheus-control"
+PROMETHEUS_CONTROL_DIR = "/etc/prometheus/control"
+PROMETHEUS_WEB_CONFIG = "web-config.yml"
+CONTROL_USER = "acm-control"
+GRAFANA_PROMETHEUS_DIR = "/etc/grafana/prometheus"
 
 
 def credential_file(auth: kube.BasicAuth) -> str:
@@ -147,9 +155,12 @@ class MonitoringArgs(BaseModel):
     grafana_enabled: bool
     scrape_targets: list[ScrapeTarget]
     grafana_admin_password: str
+    prometheus_control_password: str
     alertmanager_control_password: str
     # The secret alertmanagerCredentials (JSON), or its offline placeholder.
     alertmanager_credentials: str
+    # The stack's secretsDigestKey (the web configs' bcrypt salts are keyed with it).
+    digest_key: str
     priority_class: str
     node_topology_key: str
     zone_topology_key: str
@@ -201,7 +212,9 @@ def rendered_monitoring_files(args: MonitoringArgs, alertmanagers: AlertmanagerE
     prometheus_url = f"http://{kube.PROMETHEUS.name}.{args.namespace}.svc.cluster.local:" \
                      f"{PROMETHEUS_PORT}"
     grafana_files = {
-        "datasources.yml": render("grafana-datasources.yml.j2", prometheus_url=prometheus_url),
+        "datasources.yml": render("grafana-datasources.yml.j2", prometheus_url=prometheus_url,
+                                  username=CONTROL_USER,
+                                  password_file=f"{GRAFANA_PROMETHEUS_DIR}/password"),
         "dashboards.yml": render("grafana-dashboards.yml.j2",
                                  dashboards_dir="/var/lib/grafana/dashboards"),
         "call-path.json": render(
@@ -228,6 +241,7 @@ class Monitoring(pulumi.ComponentResource):
                              instance=args.instance, settings=args.settings.alertmanager,
                              control_password=args.alertmanager_control_password,
                              credentials=args.alertmanager_credentials,
+                             digest_key=args.digest_key,
                              priority_class=args.priority_class,
                              node_topology_key=args.node_topology_key,
                              zone_topology_key=args.zone_topology_key),
@@ -238,6 +252,18 @@ class Monitoring(pulumi.ComponentResource):
             f"{name}-prometheus-config", "prometheus-config", args.namespace,
             kube.PROMETHEUS.labels(args.instance), prometheus_files, child,
         )
+        self.prometheus_control = k8s.core.v1.Secret(
+            f"{name}-prometheus-control",
+            metadata=kube.metadata(PROMETHEUS_CONTROL_SECRET, args.namespace,
+                                   kube.PROMETHEUS.labels(args.instance)),
+            type="Opaque",
+            string_data={
+                PROMETHEUS_WEB_CONFIG: pulumi.Output.secret(web_config(
+                    CONTROL_USER, args.prometheus_control_password, args.digest_key,
+                    "prometheus-web")),
+                "password": pulumi.Output.secret(args.prometheus_control_password)},
+            opts=child,
+        )
         prometheus_spec = StatefulTierSpec(
             part=kube.PROMETHEUS, namespace=args.namespace, instance=args.instance,
             image=args.images.image(PROMETHEUS_IMAGE, prometheus.image, prometheus.image_build),
@@ -247,12 +273,16 @@ class Monitoring(pulumi.ComponentResource):
             args=["--config.file=/etc/prometheus/prometheus.yml",
                   "--storage.tsdb.path=/prometheus",
                   f"--storage.tsdb.retention.time={prometheus.retention_days}d",
+                  f"--web.config.file={PROMETHEUS_CONTROL_DIR}/{PROMETHEUS_WEB_CONFIG}",
                   "--web.enable-lifecycle"],
-            liveness=kube.http_probe("/-/healthy", "http"),
-            readiness=kube.http_probe("/-/ready", "http", period=5),
+            # Every path of the web port asks for the account, the health pages too: the
+            # kubelet checks that the port answers.
+            liveness=kube.tcp_probe("http"),
+            readiness=kube.tcp_probe("http", period=5),
             priority_class=args.priority_class, node_topology_key=args.node_topology_key,
             zone_topology_key=args.zone_topology_key,
             config_volume=("config", self.prometheus_config.name, "/etc/prometheus"),
+            secret_volume=("control", PROMETHEUS_CONTROL_SECRET, PROMETHEUS_CONTROL_DIR),
             extra_annotations={kube.CONFIG_HASH_ANNOTATION: self.prometheus_config.hash},
             credential_files=(CREDENTIALS_DIR, sorted(
                 {(a.secret, a.key, credential_file(a))
@@ -319,6 +349,8 @@ class Monitoring(pulumi.ComponentResource):
                 {"name": "data", "mount_path": "/var/lib/grafana"},
                 {"name": "tmp", "mount_path": "/tmp"},
                 {"name": "admin", "mount_path": GRAFANA_ADMIN_DIR, "read_only": True},
+                {"name": "prometheus-account", "mount_path": GRAFANA_PROMETHEUS_DIR,
+                 "read_only": True},
             ],
         }
         spec = DeploymentSpec(
@@ -340,9 +372,16 @@ class Monitoring(pulumi.ComponentResource):
                 {"name": "tmp", "empty_dir": {"size_limit": "64Mi"}},
                 {"name": "admin", "secret": {"secret_name": "grafana-admin",
                                              "default_mode": 0o440}},
+                {"name": "prometheus-account", "secret": {
+                    "secret_name": PROMETHEUS_CONTROL_SECRET, "default_mode": 0o440,
+                    "items": [{"key": "password", "path": "password"}]}},
             ],
             config_hash=kube.content_hash({"provisioning": self.grafana_provisioning.hash,
                                            "dashboards": self.grafana_dashboards.hash}),
+            # Grafana reads its admin account and Prometheus's password when it provisions.
+            secrets_digest=secrets_digest(args.digest_key, {
+                "grafana-admin/admin-password": args.grafana_admin_password,
+                f"{PROMETHEUS_CONTROL_SECRET}/password": args.prometheus_control_password}),
         )
         self.grafana = managed_deployment(
             f"{name}-grafana", spec, self,

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.alerting import CredentialName
 from components.base import kube
+from components.base.credentials import secrets_digest
 from components.base.images import ImageRecipe, ImageSource
 from components.base.settings import ImageBuild, Model, Port
 from components.base.workload import DeploymentSpec, managed_deployment, service
@@ -117,6 +118,8 @@ class AlertReceiverStandInArgs(BaseModel):
     settings: AlertReceiverStandInConfig
     # The value of the credential the webhooks send (from alertmanagerCredentials).
     password: str
+    # The stack's secretsDigestKey: the stand-in reads its password at start.
+    digest_key: str
     priority_class: str
     node_topology_key: str
     zone_topology_key: str
@@ -160,6 +163,8 @@ class AlertReceiverStandIn(pulumi.ComponentResource):
             containers=[container], priority_class=args.priority_class,
             node_topology_key=args.node_topology_key, zone_topology_key=args.zone_topology_key,
             replicas=1,
+            secrets_digest=secrets_digest(args.digest_key, {
+                f"{ALERT_RECEIVER_SECRET}/password": args.password}),
             volumes=[{"name": "account", "secret": {"secret_name": ALERT_RECEIVER_SECRET,
                                                     "default_mode": 0o440}}],
         )

@@ -12,14 +12,19 @@ on every scrape.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hmac
 import logging
 import signal
 import threading
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,7 +32,7 @@ from jobs import audit, runs
 from jobs.database import apply_schema, connect
 from jobs.generate import call_records_exist
 from jobs.periods import REPORTS, before_first_data, last_complete_period
-from jobs.settings import JobSettings
+from jobs.settings import JobSettings, exporter_password
 
 log = logging.getLogger(__name__)
 LAST_ACCEPTED = "ncc_report_last_accepted_timestamp_seconds"
@@ -132,15 +137,56 @@ def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:
     return not call_records_exist(conn, day)
 
 
+EXPORTER_USER = "acm-control"
+
+
+def authorized(header: str | None, password: str) -> bool:
+    """Whether an Authorization header carries the exporter's account."""
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        given = base64.b64decode(header.removeprefix("Basic "), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    name, _, offered = given.partition(":")
+    return hmac.compare_digest(name, EXPORTER_USER) & hmac.compare_digest(offered, password)
+
+
+def with_account(app: Any, settings: JobSettings) -> Any:
+    """`app`, answering 401 to a request without the exporter's account. The password file is
+    read on every request, so a rotated one is taken without a restart."""
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if not authorized(environ.get("HTTP_AUTHORIZATION"), exporter_password(settings)):
+            start_response("401 Unauthorized", [
+                ("WWW-Authenticate", 'Basic realm="ncc-compliance-exporter"'),
+                ("Content-Length", "0")])
+            return [b""]
+        return app(environ, start_response)
+    return guarded
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scraped every few seconds: no access log
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
 def serve(settings: JobSettings, port: int, address: str = "0.0.0.0") -> None:
+    exporter_password(settings)  # refused before anything starts when it is missing or open
     with connect(settings) as conn:
         apply_schema(conn)  # so that "never accepted" reads as absent, not as an error
         row = conn.execute("SELECT statement_timestamp()").fetchone()
     started = row[0] if row and isinstance(row[0], dt.datetime) else None
     registry: Any = REGISTRY
     registry.register(AuditCollector(settings, started))
-    server, thread = start_http_server(port, addr=address, registry=registry)
-    log.info("serving audit metrics on %s:%d/metrics", address, port)
+    server = make_server(address, port, with_account(make_wsgi_app(registry), settings),
+                         _ThreadingServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    log.info("serving audit metrics on %s:%d/metrics (basic auth)", address, port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -69,6 +69,9 @@ class JobSettings(BaseSettings):
     # 600, "active_deadline_seconds": 1200}}: when a scheduled run must have started, and
     # how long one may run before its open row counts as killed.
     schedules: dict[Literal["daily", "weekly", "monthly", "incidents"], RunSchedule] = {}
+    # The exporter's: the password of the account its /metrics asks for (a secret file of its
+    # own Secret, not the jobs' credentials).
+    exporter_password_file: Path | None = None
 
     @field_validator("license_number")
     @classmethod
@@ -144,6 +147,25 @@ def read_secret(settings: JobSettings, name: str) -> str:
     if not stripped:
         raise ConfigError(f"secret file {path} is empty (Secret key {name!r})")
     return value if "\n" in stripped else stripped
+
+
+def exporter_password(settings: JobSettings) -> str:
+    """The exporter's account password, checked like every secret file."""
+    path = settings.exporter_password_file
+    if path is None:
+        raise ConfigError(f"{ENV_PREFIX}EXPORTER_PASSWORD_FILE: required by the exporter, whose "
+                          "/metrics asks for an account")
+    try:
+        ensure_private(path)
+        value = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{ENV_PREFIX}EXPORTER_PASSWORD_FILE: {path} is missing") from None
+    except OSError as error:
+        raise ConfigError(f"{ENV_PREFIX}EXPORTER_PASSWORD_FILE: {path} cannot be read: "
+                          f"{error.strerror}") from None
+    if not value:
+        raise ConfigError(f"{ENV_PREFIX}EXPORTER_PASSWORD_FILE: {path} is empty")
+    return value
 
 
 def ensure_private(path: Path) -> None:

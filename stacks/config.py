@@ -82,6 +82,21 @@ class SecretSettings(Model):
     # value (a PagerDuty routing key, an Opsgenie API key, a webhook or SMTP password).
     alertmanager_control_password: str
     alertmanager_credentials: str
+    # Prometheus's web and API account (Grafana and the tests query with it), and the account
+    # Prometheus scrapes the compliance exporter with.
+    prometheus_control_password: str
+    compliance_exporter_password: str
+    # Dragonfly's ACL users: OpenSIPS (the breaker's keys) and the ACM engines (their cache).
+    dragonfly_opensips_password: str
+    dragonfly_engine_password: str
+    # The account Prometheus scrapes the ACM engines' /metrics with.
+    acm_engine_metrics_password: str
+    # The engines' ClickHouse user (the image's passwordless default user is removed).
+    clickhouse_engine_password: str
+    # The stack's own key for what is derived from secrets: the digest of the Secrets each
+    # workload reads at start (so a rotated secret rolls exactly its readers) and the salts
+    # of the bcrypt hashes in web configs (components/base/credentials.py).
+    secrets_digest_key: str
 
 
 SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.acm_engine import STORE_COMMANDS as ENGINE_STORE_COMMANDS
+from components.acm_engine import STORE_KEY_PATTERNS as ENGINE_STORE_KEYS
+from components.acm_engine import STORE_USER as ENGINE_STORE_USER
 from components.acm_engine import AcmEngine, AcmEngineArgs
 from components.alerting import (
     ALERTMANAGER_PORT,
@@ -28,12 +31,16 @@ from components.base.images import StackImages
 from components.base.network import Cidrs, Flow
 from components.compliance import EXPORTER_PORT, ComplianceJobs, ComplianceJobsArgs
 from components.datastores import (
+    CLICKHOUSE_ENGINE_USER,
+    CLICKHOUSE_USERS_SECRET,
+    USERS_SECRET,
     YB_MASTER_WEB,
     YB_TSERVER_WEB,
     ClickHouse,
     ClickHouseArgs,
     Dragonfly,
     DragonflyArgs,
+    StoreUser,
     YugabyteArgs,
     YugabyteDb,
     clickhouse_host,
@@ -49,6 +56,9 @@ from components.monitoring import PROMETHEUS_PORT, Monitoring, MonitoringArgs, S
 from components.opensips.args import OpenSipsArgs
 from components.opensips.cluster import OpenSipsCluster
 from components.opensips.config_files import SIDECAR_METRICS_PORT
+from components.opensips.config_files import STORE_COMMANDS as OPENSIPS_STORE_COMMANDS
+from components.opensips.config_files import STORE_KEY_PATTERNS as OPENSIPS_STORE_KEYS
+from components.opensips.config_files import STORE_USER as OPENSIPS_STORE_USER
 from components.stand_ins import (
     ALERT_RECEIVER_PORT,
     AlertReceiverStandIn,
@@ -102,8 +112,8 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         Flow(kube.GRAFANA, kube.PROMETHEUS, (("TCP", PROMETHEUS_PORT),), "dashboards"),
         Flow(kube.PROMETHEUS, kube.ALERTMANAGER, (("TCP", ALERTMANAGER_PORT),),
              "firing alerts, to every replica"),
-        Flow(kube.ALERTMANAGER, kube.ALERTMANAGER, (("TCP", GOSSIP_PORT), ("UDP", GOSSIP_PORT)),
-             "replicas gossip silences and what was notified"),
+        Flow(kube.ALERTMANAGER, kube.ALERTMANAGER, (("TCP", GOSSIP_PORT),),
+             "replicas gossip silences and what was notified (mutual TLS, TCP only)"),
     ]
     alertmanager = config.monitoring.alertmanager
     if config.alert_receiver_stand_in is not None:
@@ -129,7 +139,6 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         Flow(kube.PROMETHEUS, kube.OPENSIPS, (("TCP", SIDECAR_METRICS_PORT),),
              "the receive buffer OpenSIPS's sockets get (dispatcher-sync sidecar)"),
         Flow(kube.PROMETHEUS, kube.HAPROXY, (("TCP", haproxy.metrics),), "metrics"),
-        Flow(kube.PROMETHEUS, kube.DRAGONFLY, (("TCP", config.dragonfly.port),), "metrics"),
         Flow(kube.PROMETHEUS, kube.YB_MASTER, (("TCP", YB_MASTER_WEB),), "metrics"),
         Flow(kube.PROMETHEUS, kube.YB_TSERVER, (("TCP", YB_TSERVER_WEB),), "metrics"),
     ]
@@ -177,15 +186,28 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
     backing = {"namespace": namespace, "instance": instance, "images": images,
                "priority_class": foundation.platform_priority_class, **placement}
 
-    dragonfly = Dragonfly("dragonfly", DragonflyArgs(settings=config.dragonfly, **backing),
+    database_password = config.secrets.database_password
+    # Each client of the breaker store is a user of its own, with what its room says it does.
+    store_users = [
+        StoreUser(OPENSIPS_STORE_USER, config.secrets.dragonfly_opensips_password,
+                  OPENSIPS_STORE_KEYS, OPENSIPS_STORE_COMMANDS),
+        StoreUser(ENGINE_STORE_USER, config.secrets.dragonfly_engine_password,
+                  ENGINE_STORE_KEYS, ENGINE_STORE_COMMANDS),
+    ]
+    digest_key = config.secrets.secrets_digest_key
+    dragonfly = Dragonfly("dragonfly", DragonflyArgs(settings=config.dragonfly,
+                                                     users=store_users, digest_key=digest_key,
+                                                     **backing),
                           opts=in_namespace)
     yugabyte = YugabyteDb("yugabyte", YugabyteArgs(settings=config.yugabyte,
                                                    database_secret_name=DATABASE_SECRET,
-                                                   **backing),
+                                                   database_password=database_password,
+                                                   digest_key=digest_key, **backing),
                           opts=in_namespace)
     if config.features.clickhouse:
-        ClickHouse("clickhouse", ClickHouseArgs(settings=config.clickhouse, **backing),
-                   opts=in_namespace)
+        ClickHouse("clickhouse", ClickHouseArgs(
+            settings=config.clickhouse, engine_password=config.secrets.clickhouse_engine_password,
+            digest_key=digest_key, **backing), opts=in_namespace)
     # A part whose pods cannot be Ready without another's comes after it: OpenSIPS needs an
     # engine (its sidecar writes the dispatcher table from the engine's endpoints) and resolves
     # its media gateways when it starts; HAProxy is Ready with an OpenSIPS backend up. So a part
@@ -204,7 +226,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
                                 "app.kubernetes.io/instance": instance}),
         type="Opaque",
         string_data={"username": "acm",
-                     "password": pulumi.Output.secret(config.secrets.database_password)},
+                     "password": pulumi.Output.secret(database_password)},
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation],
                                     parent=yugabyte),
     )
@@ -214,9 +236,16 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             settings=config.acm_engine, database_host=yugabyte.host,
             database_port=yugabyte.ysql_port, database_secret_name=DATABASE_SECRET,
             dragonfly_host=dragonfly.host, dragonfly_port=dragonfly.port,
-            clickhouse_url=clickhouse_url(config), **sip_path,
+            dragonfly_secret_name=USERS_SECRET,
+            clickhouse_url=clickhouse_url(config), database_password=database_password,
+            store_password=config.secrets.dragonfly_engine_password, digest_key=digest_key,
+            metrics_password=config.secrets.acm_engine_metrics_password,
+            clickhouse_user=CLICKHOUSE_ENGINE_USER, clickhouse_secret_name=CLICKHOUSE_USERS_SECRET,
+            clickhouse_password=config.secrets.clickhouse_engine_password,
+            **sip_path,
         ),
-        opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, database_secret]),
+        opts=pulumi.ResourceOptions(provider=provider,
+                                    depends_on=[foundation, database_secret, dragonfly]),
     )
     opensips = OpenSipsCluster(
         "opensips",
@@ -226,6 +255,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             acm_engine_backup_domain=acm_engine.backup_sip_domain,
             acm_engine_port=acm_engine.sip_port, dragonfly_host=dragonfly.host,
             dragonfly_port=dragonfly.port,
+            dragonfly_password=config.secrets.dragonfly_opensips_password,
+            digest_key=digest_key,
             sidecar_image=config.opensips.dispatcher_sync_image,
             sip_peer_cidrs=config.network.sip_peer_cidrs,
             tls_certificate=config.secrets.sip_tls_certificate,
@@ -245,7 +276,8 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             opensips_ports=config.opensips.ports,
             opensips_max_replicas=config.opensips.autoscaling.max_replicas,
             sip_peer_cidrs=config.network.sip_peer_cidrs,
-            control_password=config.secrets.haproxy_control_password, **sip_path,
+            control_password=config.secrets.haproxy_control_password, digest_key=digest_key,
+            **sip_path,
         ),
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, opensips]),
     )
@@ -267,7 +299,7 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
                 settings=config.alert_receiver_stand_in,
                 password=credential_value(config.secrets.alertmanager_credentials,
                                           config.alert_receiver_stand_in.credential),
-                **backing),
+                digest_key=digest_key, **backing),
             opts=in_namespace)
     Monitoring(
         "monitoring",
@@ -275,8 +307,10 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
             environment=config.environment, settings=config.monitoring,
             grafana_enabled=config.features.grafana,
             grafana_admin_password=config.secrets.grafana_admin_password,
+            prometheus_control_password=config.secrets.prometheus_control_password,
             alertmanager_control_password=config.secrets.alertmanager_control_password,
             alertmanager_credentials=config.secrets.alertmanager_credentials,
+            digest_key=config.secrets.secrets_digest_key,
             scrape_targets=scrape_targets(config, opensips, haproxy, acm_engine, compliance),
             **backing,
         ),
@@ -312,9 +346,8 @@ def scrape_targets(
                      basic_auth=opensips.control_account),
         ScrapeTarget("haproxy", f"haproxy-admin.{suffix}", config.haproxy.ports.metrics,
                      basic_auth=haproxy.control_account),
-        ScrapeTarget("acm-engine", acm_engine.sip_domain, config.acm_engine.http_port),
-        ScrapeTarget("dragonfly", f"{kube.DRAGONFLY.name}-headless.{suffix}",
-                     config.dragonfly.port),
+        ScrapeTarget("acm-engine", acm_engine.sip_domain, config.acm_engine.http_port,
+                     basic_auth=acm_engine.metrics_account),
     ]
     # PostgreSQL in YugabyteDB's place serves no metrics page.
     if config.yugabyte.stand_in is None:
@@ -326,7 +359,9 @@ def scrape_targets(
         ]
     if acm_engine.backup_sip_domain is not None:
         targets.append(ScrapeTarget("acm-engine-backup", acm_engine.backup_sip_domain,
-                                    config.acm_engine.http_port))
+                                    config.acm_engine.http_port,
+                                    basic_auth=acm_engine.metrics_account))
     if compliance is not None:
-        targets.append(ScrapeTarget("ncc-compliance", compliance.exporter_domain, EXPORTER_PORT))
+        targets.append(ScrapeTarget("ncc-compliance", compliance.exporter_domain, EXPORTER_PORT,
+                                    basic_auth=compliance.exporter_account))
     return targets

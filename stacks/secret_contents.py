@@ -36,7 +36,13 @@ def _public_der(key: object) -> bytes:
 # (a bare word): no quotes, backslashes, spaces or '#' that either parser would read.
 CONTROL_PASSWORD = re.compile(r"[A-Za-z0-9._~+/=@%!^*,:-]{16,}")
 CONTROL_PASSWORD_KEYS = ("opensipsControlPassword", "haproxyControlPassword",
-                         "alertmanagerControlPassword")
+                         "alertmanagerControlPassword", "prometheusControlPassword",
+                         "complianceExporterPassword", "acmEngineMetricsPassword",
+                         "clickhouseEnginePassword")
+# A Dragonfly password goes into OpenSIPS's cachedb URL (redis://user:password@host/): none of
+# the characters a URL gives a meaning to.
+STORE_PASSWORD = re.compile(r"[A-Za-z0-9._~+=!^*,-]{16,}")
+STORE_PASSWORD_KEYS = ("dragonflyOpensipsPassword", "dragonflyEnginePassword")
 
 
 def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
@@ -54,6 +60,17 @@ def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
             problems.append((key, "must be at least 16 characters of letters, digits and "
                                   "._~+/=@%!^*,:- only (no spaces, quotes, backslashes or '#': "
                                   "it goes into OpenSIPS's and HAProxy's config files)"))
+    for key in STORE_PASSWORD_KEYS:
+        password = secrets.get(key, "")
+        if password.strip() and not STORE_PASSWORD.fullmatch(password):
+            problems.append((key, "must be at least 16 characters of letters, digits and "
+                                  "._~+=!^*,- only (it goes into OpenSIPS's redis:// URL, where "
+                                  "@ : / % and spaces have a meaning)"))
+    digest_key = secrets.get("secretsDigestKey", "")
+    if digest_key.strip() and len(digest_key.strip()) < 32:
+        problems.append(("secretsDigestKey", "must be at least 32 characters (a random key "
+                                             "of the stack's own, e.g. `openssl rand -base64 "
+                                             "32`)"))
     certificate = secrets.get("sipTlsCertificate", "")
     key_text = secrets.get("sipTlsPrivateKey", "")
     parsed_certificate = None

@@ -14,7 +14,8 @@ import bcrypt
 import pytest
 import yaml
 
-from components.alerting import CONTROL_SECRET, GOSSIP_PORT, alertmanager_binaries, stable_bcrypt
+from components.alerting import CONTROL_SECRET, GOSSIP_PORT, alertmanager_binaries
+from components.base.credentials import stable_bcrypt
 from components.monitoring import alert_names
 from stacks.config import StackConfigError, load_stack_config
 from stacks.render import Rendering
@@ -111,11 +112,16 @@ def test_prometheus_sends_to_every_replica_with_the_account(prod: Rendering) -> 
 
 
 def test_the_web_password_hash_is_bcrypt_and_stable() -> None:
-    first = stable_bcrypt("a-long-control-password", "alertmanager-web")
-    assert first == stable_bcrypt("a-long-control-password", "alertmanager-web")
+    key = "a-stack-digest-key-0123456789abcdef"
+    first = stable_bcrypt("a-long-control-password", key, "alertmanager-web")
+    assert first == stable_bcrypt("a-long-control-password", key, "alertmanager-web")
     assert bcrypt.checkpw(b"a-long-control-password", first.encode())
     assert not bcrypt.checkpw(b"another-password", first.encode())
-    assert first != stable_bcrypt("another-long-password", "alertmanager-web")
+    assert first != stable_bcrypt("another-long-password", key, "alertmanager-web")
+    # Another stack (another key), or another part, salts the same password differently.
+    assert first != stable_bcrypt("a-long-control-password", "another-stack-key-0123456789ab",
+                                  "alertmanager-web")
+    assert first != stable_bcrypt("a-long-control-password", key, "prometheus-web")
 
 
 def test_a_route_naming_an_unknown_receiver_is_refused() -> None:
@@ -218,3 +224,86 @@ def test_a_receiver_stand_in_no_webhook_sends_to_is_refused() -> None:
     assert path == "(stack)"
     assert ("alertReceiverStandIn asks for username 'alertmanager' with credential "
             "'another-credential', which no webhook receiver") in message
+
+
+def test_replicas_gossip_over_mutual_tls_and_refuse_a_peer_without_the_certificate(
+        tmp_path: Path) -> None:
+    """Two real Alertmanagers with the cluster TLS config and derived certificates the part
+    renders form one cluster; a TLS client without the certificate fails the handshake, one
+    with it completes it; nothing listens on UDP for gossip."""
+    import contextlib
+    import socket
+    import ssl
+    import time
+    import urllib.request
+
+    from components.alerting import GOSSIP_SERVER_NAME, GOSSIP_TLS_FILE, gossip_tls
+    from components.base.templating import render
+
+    binary = Path(alertmanager_binaries()) / "alertmanager"
+    if not binary.is_file():
+        pytest.fail(f"{binary} is missing: run scripts/setup (scripts/alertmanager build)")
+    gossip = tmp_path / "gossip"
+    gossip.mkdir()
+    for name, text in gossip_tls("a-gossip-test-digest-key-0123456789").items():
+        (gossip / name).write_text(text)
+    (tmp_path / GOSSIP_TLS_FILE).write_text(render(
+        "alertmanager-cluster-tls.yml.j2", directory=gossip, server_name=GOSSIP_SERVER_NAME))
+    (tmp_path / "alertmanager.yml").write_text(
+        "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+
+    def free() -> int:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+
+    gossip_ports, web_ports = [free(), free()], [free(), free()]
+    processes = []
+    for index in range(2):
+        processes.append(subprocess.Popen([
+            str(binary), f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / f'data-{index}'}",
+            f"--web.listen-address=127.0.0.1:{web_ports[index]}",
+            f"--cluster.listen-address=127.0.0.1:{gossip_ports[index]}",
+            f"--cluster.tls-config={tmp_path / GOSSIP_TLS_FILE}",
+            *(f"--cluster.peer=127.0.0.1:{port}" for port in gossip_ports)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        def peers(port: int) -> int:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/status",
+                                            timeout=2) as answer:
+                    return len(json.loads(answer.read())["cluster"]["peers"])
+            except OSError:
+                return 0
+
+        deadline = time.monotonic() + 60
+        while not all(peers(port) == 2 for port in web_ports):
+            assert all(p.poll() is None for p in processes), "an Alertmanager stopped"
+            assert time.monotonic() < deadline, "the replicas did not form one cluster"
+            time.sleep(0.5)
+
+        def handshake(with_certificate: bool) -> bool:
+            context = ssl.create_default_context(cafile=str(gossip / "ca.crt"))
+            if with_certificate:
+                context.load_cert_chain(gossip / "tls.crt", gossip / "tls.key")
+            try:
+                with socket.create_connection(("127.0.0.1", gossip_ports[0]), timeout=5) as raw, \
+                        context.wrap_socket(raw, server_hostname=GOSSIP_SERVER_NAME) as tls:
+                    # TLS 1.3 sends the server's verdict on the client after the handshake.
+                    tls.settimeout(1)
+                    with contextlib.suppress(TimeoutError):
+                        tls.recv(1)
+                    return True
+            except (ssl.SSLError, ConnectionResetError):
+                return False
+
+        assert handshake(with_certificate=True)
+        assert not handshake(with_certificate=False)
+        listening_udp = subprocess.run(["ss", "-Hlun"], capture_output=True, text=True,
+                                       check=True).stdout
+        assert not any(f":{port} " in listening_udp for port in gossip_ports), listening_udp
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from components.compliance import EXPORTER_PORT, SECRET_FILES, SECRET_NAME, SECRETS_MOUNT
 from jobs.settings import SECRET_FILES as FILES_THE_JOB_READS
@@ -94,9 +95,13 @@ def test_audit_exporter_is_scraped_and_reachable_only_from_prometheus(prod: Rend
     exporter = prod.get("Deployment", "ncc-compliance-exporter")
     container = exporter["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["exporter", "--port", str(EXPORTER_PORT)]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/metrics"
-    assert "ncc-compliance-exporter.acm.svc.cluster.local" in \
-        prod.rendered_files()["prometheus.yml"]
+    # /metrics asks for an account: the kubelet checks the port, Prometheus brings the account.
+    assert container["readinessProbe"]["tcpSocket"]["port"] == "metrics"
+    scrape = next(job for job in yaml.safe_load(prod.rendered_files()["prometheus.yml"])[
+        "scrape_configs"] if job["job_name"] == "ncc-compliance")
+    assert scrape["dns_sd_configs"][0]["names"] == [
+        "ncc-compliance-exporter.acm.svc.cluster.local"]
+    assert scrape["basic_auth"]["username"] == "acm-control"
     ingress = [policy for policy in prod.objects("NetworkPolicy")
                if policy["spec"]["podSelector"].get("matchLabels", {}).get(
                    "app.kubernetes.io/name") == "ncc-compliance-exporter"

@@ -294,3 +294,27 @@ def test_rollout_timing_follows_how_haproxy_finds_and_drops_opensips(prod: Rende
     assert haproxy["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] >= 5
     config = prod.rendered_files()["haproxy.cfg"]
     assert f"hold valid {RESOLVE_SECONDS}s" in config
+
+
+def test_clickhouse_has_no_passwordless_user(prod: Rendering) -> None:
+    """The image's default user (no password, any network) is removed; the engines' own user
+    has a SHA-256 password hash, never the password, and the engines read it from a file."""
+    import hashlib
+    import xml.etree.ElementTree as ElementTree
+
+    from components.datastores import clickhouse_users
+
+    users = ElementTree.fromstring(clickhouse_users("an-engine-password-0123"))
+    assert users.find("users/default").get("remove") == "remove"  # type: ignore[union-attr]
+    engine = users.find("users/acm_engine")
+    assert engine is not None
+    assert engine.findtext("password_sha256_hex") == hashlib.sha256(
+        b"an-engine-password-0123").hexdigest()
+    assert "an-engine-password-0123" not in clickhouse_users("an-engine-password-0123")
+    statefulset = prod.get("StatefulSet", "clickhouse")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"] for m in statefulset["containers"][0]["volumeMounts"]}
+    assert "/etc/clickhouse-server/users.d" in mounts
+    engine_env = {e["name"]: e for e in prod.get("Deployment", "acm-engine")["spec"]["template"]
+                  ["spec"]["containers"][0]["env"]}
+    assert engine_env["ACM_CLICKHOUSE_USERNAME"]["value"] == "acm_engine"
+    assert engine_env["ACM_CLICKHOUSE_PASSWORD_FILE"]["value"] == "/etc/acm/clickhouse/password"

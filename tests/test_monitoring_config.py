@@ -146,3 +146,83 @@ def test_the_new_signals_fire_as_their_rules_say(prod: Rendering, tmp_path: Path
     result = subprocess.run([PROMTOOL, "test", "rules", str(unit)], capture_output=True,
                             text=True, check=False, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_asks_for_its_account_on_every_path(tmp_path: Path) -> None:
+    """Debian's real Prometheus with the web config the Monitoring part renders: the API, the
+    lifecycle endpoint and the health pages answer 401 without the account, 200 with it."""
+    import base64
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from components.base.credentials import web_config
+    from components.monitoring import CONTROL_USER
+
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        pytest.fail("prometheus is not installed: run scripts/setup (Debian package prometheus)")
+    password = "prometheus-test-control-password"
+    (tmp_path / "web.yml").write_text(web_config(CONTROL_USER, password,
+                                                 "a-test-digest-key-0123456789abcdef",
+                                                 "prometheus-web"))
+    (tmp_path / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                               f"--storage.tsdb.path={tmp_path / 'data'}",
+                               f"--web.config.file={tmp_path / 'web.yml'}",
+                               f"--web.listen-address=127.0.0.1:{port}",
+                               "--web.enable-lifecycle"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    account = "Basic " + base64.b64encode(f"{CONTROL_USER}:{password}".encode()).decode()
+
+    def status(path: str, method: str = "GET", authorization: str | None = None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                         headers={"Authorization": authorization}
+                                         if authorization else {})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+        except urllib.error.URLError:
+            return 0
+
+    try:
+        deadline = time.monotonic() + 30
+        while status("/-/ready", authorization=account) != 200:
+            assert server.poll() is None and time.monotonic() < deadline, "no Prometheus"
+            time.sleep(0.2)
+        wrong = "Basic " + base64.b64encode(f"{CONTROL_USER}:nope".encode()).decode()
+        for path, method in (("/api/v1/query?query=up", "GET"), ("/-/healthy", "GET"),
+                             ("/-/ready", "GET"), ("/metrics", "GET"), ("/-/reload", "POST")):
+            assert status(path, method) == 401, path
+            assert status(path, method, wrong) == 401, path
+        assert status("/api/v1/query?query=up", authorization=account) == 200
+        assert status("/-/reload", "POST", account) == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_prometheus_and_its_clients_use_the_account(prod: Rendering) -> None:
+    statefulset = prod.get("StatefulSet", "prometheus")["spec"]["template"]["spec"]
+    container = statefulset["containers"][0]
+    assert "--web.config.file=/etc/prometheus/control/web-config.yml" in container["args"]
+    # No probe holds a password: the kubelet checks the port.
+    assert "tcpSocket" in container["readinessProbe"] and "tcpSocket" in container["livenessProbe"]
+    web = yaml.safe_load(prod.get("Secret", "prometheus-control")["stringData"]["web-config.yml"])
+    assert list(web["basic_auth_users"]) == ["acm-control"]
+    assert web["basic_auth_users"]["acm-control"].startswith("$2b$10$")
+    datasource = yaml.safe_load(prod.rendered_files()["datasources.yml"])["datasources"][0]
+    assert datasource["basicAuth"] is True and datasource["basicAuthUser"] == "acm-control"
+    assert datasource["secureJsonData"]["basicAuthPassword"] == \
+        "$__file{/etc/grafana/prometheus/password}"
+    # The exporter Prometheus scrapes asks for an account too, and Prometheus has it.
+    jobs = {j["job_name"]: j for j in
+            yaml.safe_load(prod.rendered_files()["prometheus.yml"])["scrape_configs"]}
+    assert jobs["ncc-compliance"]["basic_auth"]["username"] == "acm-control"
+    assert "dragonfly" not in jobs

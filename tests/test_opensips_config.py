@@ -47,7 +47,11 @@ def test_call_path_behaviour_is_configured(prod: Rendering) -> None:
                      config)
     # Breaker: shared in Dragonfly, opens after 5 failures for 30 s, 10 % trial calls.
     breaker = settings.circuit_breaker
-    assert f"redis:breaker://dragonfly.{prod.config.namespace}.svc.cluster.local:6379/" in config
+    # The store's URL, with OpenSIPS's ACL user, comes from the Secret's include file.
+    assert 'include_file "cachedb-auth.cfg"' in config and "redis:breaker://" not in config
+    assert (f"redis:breaker://opensips:<secret acm-platform:dragonflyOpensipsPassword>@dragonfly."
+            f"{prod.config.namespace}.svc.cluster.local:6379/") in \
+        prod.rendered_files()["cachedb-auth.cfg"]
     assert f">= {breaker.failure_threshold})\n            route(breaker_open);" in config
     assert f'"acm:breaker:open", "1", {breaker.open_seconds});' in config
     assert f'modparam("cfgutils", "initial_probability", {breaker.half_open_percent})' in config

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from components.datastores import acl_file
 from components.haproxy import CONTROL_USER, USERLIST_FILE, control_userlist
 from tests.conftest import rendering_of
 from tests.jobs.servers import SUPERUSER_PASSWORD, free_port, postgres_server
@@ -179,9 +180,13 @@ class Environment:
                                          "-f", str(self.haproxy_cfg)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.redis_port = free_port()
+        # As the platform's store runs: its default user off (components/datastores.py).
+        self.redis_acl = directory / "users.acl"
+        self.redis_acl.write_text(acl_file([]))
         self.redis = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
-             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+             "--save", "", "--appendonly", "no", "--aclfile", str(self.redis_acl)],
+            stdout=subprocess.DEVNULL)
         self.secrets = directory / "secrets"
         self.secrets.mkdir()
         self.mi_password = directory / "mi-password"
@@ -343,12 +348,13 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     # Dragonfly down.
     env.redis.terminate()
     env.redis.wait(timeout=10)
-    assert failures(run_suite(plan, env.directory)) == {"test_dragonfly_answers_ping"}
+    assert failures(run_suite(plan, env.directory)) == {
+        "test_dragonfly_answers_and_refuses_strangers"}
 
     # OpenSIPS's UDP socket silent: only the UDP front door.
     env.stub.udp.stop()
     assert failures(run_suite(plan, env.directory)) == {
-        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service"}
+        "test_dragonfly_answers_and_refuses_strangers", "test_sip_options_over_the_udp_service"}
 
     # Every OpenSIPS behind HAProxy down: HAProxy runs and listens, but has no backend UP
     # and OPTIONS through it go unanswered.
@@ -356,14 +362,14 @@ def test_smoke_suite_tells_healthy_from_broken(environment: tuple[Environment, P
     env.stub.server_close()
     time.sleep(1.5)
     assert failures(run_suite(plan, env.directory)) == {
-        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service",
+        "test_dragonfly_answers_and_refuses_strangers", "test_sip_options_over_the_udp_service",
         "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp"}
 
     # HAProxy itself stopped.
     env.haproxy.terminate()
     env.haproxy.wait(timeout=10)
     assert failures(run_suite(plan, env.directory)) == {
-        "test_dragonfly_answers_ping", "test_sip_options_over_the_udp_service",
+        "test_dragonfly_answers_and_refuses_strangers", "test_sip_options_over_the_udp_service",
         "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
         "test_haproxy_process_runs", "test_haproxy_listens_on_its_sip_sockets"}
 

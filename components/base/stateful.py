@@ -42,6 +42,7 @@ class StatefulTierSpec:
     config_volume: tuple[str, str, str] | None = None
     # (volume name, Secret name, mount path) of credentials, mounted read-only as files.
     secret_volume: tuple[str, str, str] | None = None
+    more_secret_volumes: Sequence[tuple[str, str, str]] = ()
     # (mount path, [(Secret name, key, file name)]): keys of other parts' Secrets, e.g. the
     # passwords Prometheus scrapes with, gathered read-only in one folder.
     credential_files: tuple[str, Sequence[tuple[str, str, str]]] | None = None
@@ -87,8 +88,9 @@ def stateful_tier(
         volume_name, config_map_name, mount_path = spec.config_volume
         config_mounts.append({"name": volume_name, "mount_path": mount_path, "read_only": True})
         config_volumes.append({"name": volume_name, "config_map": {"name": config_map_name}})
-    if spec.secret_volume is not None:
-        volume_name, secret_name, mount_path = spec.secret_volume
+    secret_volumes = ([spec.secret_volume] if spec.secret_volume else []) + list(
+        spec.more_secret_volumes)
+    for volume_name, secret_name, mount_path in secret_volumes:
         config_mounts.append({"name": volume_name, "mount_path": mount_path, "read_only": True})
         config_volumes.append({"name": volume_name,
                                "secret": {"secret_name": secret_name, "default_mode": 0o440}})

@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.base import kube
+from components.base.credentials import SECRETS_DIGEST_ANNOTATION
 from components.base.settings import Autoscaling, Disruption
 
 
@@ -30,6 +31,9 @@ class DeploymentSpec:
     init_containers: Sequence[dict[str, Any]] = ()
     volumes: Sequence[dict[str, Any]] = ()
     config_hash: str | None = None
+    # The keyed digest of the Secret contents the containers read at start
+    # (components/base/credentials.py): a rotated secret rolls exactly its readers.
+    secrets_digest: str | None = None
     extra_labels: Mapping[str, str] = field(default_factory=dict)
     termination_grace_seconds: int = 30
     # How long a new pod must stay Ready before it counts as available and the rollout stops
@@ -56,6 +60,8 @@ def managed_deployment(
     annotations = {}
     if spec.config_hash is not None:
         annotations[kube.CONFIG_HASH_ANNOTATION] = spec.config_hash
+    if spec.secrets_digest is not None:
+        annotations[SECRETS_DIGEST_ANNOTATION] = spec.secrets_digest
     deployment_spec: dict[str, Any] = {
         "selector": {"match_labels": selector},
         "strategy": kube.no_downtime_rollout(),

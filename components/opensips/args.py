@@ -27,12 +27,16 @@ class OpenSipsArgs(BaseModel):
     acm_engine_port: int
     dragonfly_host: str
     dragonfly_port: int
+    # OpenSIPS's ACL user in the breaker store (STORE_USER): its password.
+    dragonfly_password: str
     sidecar_image: str
     sip_peer_cidrs: list[str]
     tls_certificate: str
     tls_private_key: str
     # Basic auth of the httpd (MI and metrics): OpenSIPS, its sidecar and Prometheus use it.
     control_password: str
+    # The stack's secretsDigestKey (the pod template's digest of the Secrets read at start).
+    digest_key: str
     # The rollout's timing, from how HAProxy discovers and checks the pods (stacks compose it).
     admission_seconds: int = 5
     withdrawal_seconds: int = 0

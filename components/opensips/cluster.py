@@ -6,14 +6,17 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.base import kube
+from components.base.credentials import secrets_digest
 from components.base.workload import DeploymentSpec, managed_deployment, service
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
+    CACHEDB_CREDENTIALS_FILE,
     CONTROL_USER,
     HTTPD_CREDENTIALS_FILE,
     SIDECAR_METRICS_PORT,
     SIDECAR_PASSWORD_FILE,
     OpenSipsFiles,
+    cachedb_credentials,
     httpd_credentials,
     opensips_files,
 )
@@ -68,6 +71,7 @@ class OpenSipsCluster(pulumi.ComponentResource):
             string_data={
                 HTTPD_CREDENTIALS_FILE: pulumi.Output.secret(
                     httpd_credentials(args.control_password)),
+                CACHEDB_CREDENTIALS_FILE: pulumi.Output.secret(cachedb_credentials(args)),
                 "password": pulumi.Output.secret(args.control_password),
             },
             opts=child,
@@ -151,7 +155,8 @@ class OpenSipsCluster(pulumi.ComponentResource):
             {"name": "config", "projected": {"default_mode": 0o440, "sources": [
                 {"config_map": {"name": self.config.name}},
                 {"secret": {"name": CONTROL_SECRET, "items": [
-                    {"key": HTTPD_CREDENTIALS_FILE, "path": HTTPD_CREDENTIALS_FILE}]}},
+                    {"key": HTTPD_CREDENTIALS_FILE, "path": HTTPD_CREDENTIALS_FILE},
+                    {"key": CACHEDB_CREDENTIALS_FILE, "path": CACHEDB_CREDENTIALS_FILE}]}},
             ]}},
             {"name": "sidecar", "projected": {"default_mode": 0o440, "sources": [
                 {"config_map": {"name": self.sidecar_config.name}},
@@ -174,6 +179,13 @@ class OpenSipsCluster(pulumi.ComponentResource):
             autoscaling=settings.autoscaling, disruption=settings.pdb, volumes=volumes,
             config_hash=kube.content_hash({"opensips": self.config.hash,
                                            "sidecar": self.sidecar_config.hash}),
+            # What OpenSIPS reads at start: its httpd account and store URL, its certificate.
+            secrets_digest=secrets_digest(args.digest_key, {
+                f"{CONTROL_SECRET}/{HTTPD_CREDENTIALS_FILE}":
+                    httpd_credentials(args.control_password),
+                f"{CONTROL_SECRET}/{CACHEDB_CREDENTIALS_FILE}": cachedb_credentials(args),
+                "opensips-sip-tls/tls.crt": args.tls_certificate,
+                "opensips-sip-tls/tls.key": args.tls_private_key}),
             # In-flight transactions finish before the pod goes (SIP timer B is 32 s).
             termination_grace_seconds=args.withdrawal_seconds + 40,
             min_ready_seconds=args.admission_seconds,

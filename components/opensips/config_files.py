@@ -62,6 +62,13 @@ BREAKER_STORE_RETRY_SECONDS = 2
 CONTROL_USER = "acm-control"
 CONTROL_REALM = "ACM OpenSIPS"
 HTTPD_CREDENTIALS_FILE = "httpd-auth.cfg"
+CACHEDB_CREDENTIALS_FILE = "cachedb-auth.cfg"
+# OpenSIPS's user in the breaker store, and what its script does there (templates/opensips.cfg.j2):
+# its keys, and the commands cachedb_redis sends for cache_fetch, cache_store, cache_add and
+# cache_remove (GET, SET, INCRBY/DECRBY with EXPIRE, DEL) and on connecting (PING, SELECT).
+STORE_USER = "opensips"
+STORE_KEY_PATTERNS = ("acm:breaker:*", "acm:gateway_failures:*")
+STORE_COMMANDS = ("+get", "+set", "+incrby", "+decrby", "+del", "+expire", "+ping", "+select")
 SIDECAR_PASSWORD_FILE = "/opt/dispatcher-sync/mi-password"
 # The sidecar's /metrics (the receive buffer OpenSIPS's sockets get), with the control account.
 SIDECAR_METRICS_PORT = 9470
@@ -148,7 +155,7 @@ def opensips_values(
         "tls_certificate": f"{tls_dir}/tls.crt",
         "tls_private_key": f"{tls_dir}/tls.key",
         "tls_curve": TLS_CURVE,
-        "cachedb_url": f"redis:breaker://{args.dragonfly_host}:{args.dragonfly_port}/",
+        "cachedb_credentials_file": CACHEDB_CREDENTIALS_FILE,
         "dispatcher_probe_seconds": settings.dispatcher_probe_seconds,
         "gateway_probe_seconds": settings.gateway_probe_seconds,
         "gateway_failures_before_inactive": settings.gateway_failures_before_inactive,
@@ -187,6 +194,14 @@ def httpd_credentials(password: str) -> str:
     """The include file with the httpd's basic-auth account (the Secret's content)."""
     return render("opensips-httpd-auth.cfg.j2", realm=CONTROL_REALM, username=CONTROL_USER,
                   password=password)
+
+
+def cachedb_credentials(args: OpenSipsArgs) -> str:
+    """The include file with the breaker store's URL and OpenSIPS's account in it (the Secret's
+    content): the password never appears in opensips.cfg."""
+    return render("opensips-cachedb-auth.cfg.j2",
+                  url=f"redis:breaker://{STORE_USER}:{args.dragonfly_password}@"
+                      f"{args.dragonfly_host}:{args.dragonfly_port}/")
 
 
 def sidecar_settings(args: OpenSipsArgs, db_dir: str) -> dict[str, Any]:

@@ -20,11 +20,17 @@ from pathlib import Path
 
 from components.base.images import PinnedImages
 from components.base.templating import render
+from components.datastores import StoreUser, acl_file
 from components.opensips.args import OpenSipsArgs
 from components.opensips.config_files import (
+    CACHEDB_CREDENTIALS_FILE,
     CONTROL_USER,
     DISPATCHER_COLUMNS,
     HTTPD_CREDENTIALS_FILE,
+    STORE_COMMANDS,
+    STORE_KEY_PATTERNS,
+    STORE_USER,
+    cachedb_credentials,
     httpd_credentials,
     load_balancer_table,
     opensips_values,
@@ -115,6 +121,17 @@ def listening_tcp_ports() -> set[int]:
 
 # The httpd's account in every loopback OpenSIPS (the pods' comes from a Secret).
 LAB_CONTROL_PASSWORD = "lab-control-password-0123"
+# The lab Redis's users: OpenSIPS's (the platform's ACL rules) and the tests' observer.
+LAB_STORE_PASSWORD = "lab-store-password-0123"
+LAB_STORE_OBSERVER = "lab-observer"
+
+
+def redis_cli(port: int, *command: str) -> str:
+    """A command to the lab's Redis as its observer user (the default user is off)."""
+    cli = redis_server().replace("redis-server", "redis-cli")
+    return subprocess.run([cli, "-p", str(port), "--user", LAB_STORE_OBSERVER, "--pass",
+                           LAB_STORE_PASSWORD, "--no-auth-warning", "--raw", *command],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def basic_authorization(password: str, user: str = CONTROL_USER) -> str:
@@ -181,7 +198,8 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
         acm_engine_port=ports.engine, dragonfly_host="127.0.0.1", dragonfly_port=ports.redis,
         sidecar_image=config.opensips.dispatcher_sync_image,
         sip_peer_cidrs=list(peer_cidrs), tls_certificate="", tls_private_key="",
-        control_password=LAB_CONTROL_PASSWORD,
+        control_password=LAB_CONTROL_PASSWORD, dragonfly_password=LAB_STORE_PASSWORD,
+        digest_key="lab-secrets-digest-key-0123456789abcdef",
     )
     db_dir = directory / "db"
     db_dir.mkdir(exist_ok=True)
@@ -199,6 +217,7 @@ def loopback_config(stack: str, directory: Path, ports: Ports, tls: tuple[Path, 
                              http_listen=http_address)
     # Next to opensips.cfg, as the pod's projected volume puts the Secret's file.
     (directory / HTTPD_CREDENTIALS_FILE).write_text(httpd_credentials(LAB_CONTROL_PASSWORD))
+    (directory / CACHEDB_CREDENTIALS_FILE).write_text(cachedb_credentials(args))
     path = directory / "opensips.cfg"
     path.write_text(render("opensips.cfg.j2", **values))
     return path
@@ -285,8 +304,14 @@ class Processes:
             self.stop(name)
 
     def start_redis(self, port: int, cpus: str | None = None) -> None:
+        """Redis as the breaker store runs: the platform's ACL users (OpenSIPS's, as its room
+        renders it), the default user off, and the lab's own observer for the tests' reads."""
+        users = self.log.with_name(f"redis-{port}.acl")
+        users.write_text(acl_file([
+            StoreUser(STORE_USER, LAB_STORE_PASSWORD, STORE_KEY_PATTERNS, STORE_COMMANDS),
+            StoreUser(LAB_STORE_OBSERVER, LAB_STORE_PASSWORD, ("*",), ("+@all",))]))
         self.start("redis", [redis_server(), "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no"], cpus)
+                             "--save", "", "--appendonly", "no", "--aclfile", str(users)], cpus)
         wait_for_port(port)
 
     def start_stand_ins(self, ports: Ports, messages: Path | None = None) -> None:

@@ -22,7 +22,7 @@ from tests.sip.lab import (
     free_port,
     loopback_config,
     place_call,
-    redis_server,
+    redis_cli,
     sipp,
     statistic,
     wait_for_port,
@@ -33,9 +33,7 @@ PROBE_SECONDS = 1
 
 
 def redis_get(port: int, key: str) -> str:
-    cli = redis_server().replace("redis-server", "redis-cli")
-    return subprocess.run([cli, "-p", str(port), "--raw", "GET", key], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return redis_cli(port, "GET", key)
 
 
 def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
@@ -85,8 +83,7 @@ def test_the_breaker_opens_after_exactly_its_threshold_shared_by_two_proxies(
 
 
 def redis_set(port: int, key: str, value: str) -> None:
-    cli = redis_server().replace("redis-server", "redis-cli")
-    subprocess.run([cli, "-p", str(port), "SET", key, value], capture_output=True, check=True)
+    redis_cli(port, "SET", key, value)
 
 
 def many_calls(port: int, count: int) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from tests.sip.lab import (
     free_port,
     loopback_config,
     place_call,
-    redis_server,
+    redis_cli,
     sipp,
     statistic,
     wait_for_port,
@@ -129,8 +129,5 @@ def test_calls_rescued_by_failover_do_not_count_towards_the_breaker(stage: Stage
         assert result.returncode == 0, result.stdout + result.stderr
     assert statistic(stage.ports.http, "acm_failover_events_total") >= 1
     assert statistic(stage.ports.http, "acm_unscreened_calls_total") == 0
-    cli = redis_server().replace("redis-server", "redis-cli")
     for key in ("acm:breaker:failures", "acm:breaker:open"):
-        stored = subprocess.run([cli, "-p", str(stage.ports.redis), "--raw", "EXISTS", key],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        assert stored == "0", key
+        assert redis_cli(stage.ports.redis, "EXISTS", key) == "0", key

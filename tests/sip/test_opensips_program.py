@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import trustme
 
-from components.opensips.config_files import HTTPD_CREDENTIALS_FILE, IMAGE_MODULE_PATH
+from components.opensips.config_files import (
+    CACHEDB_CREDENTIALS_FILE,
+    HTTPD_CREDENTIALS_FILE,
+    IMAGE_MODULE_PATH,
+)
 from stacks.stack_files import STACKS
 from tests.conftest import rendering_of
 from tests.sip.lab import (
@@ -54,8 +58,9 @@ def test_the_rendered_config_passes_the_full_check(stack: str, tmp_path: Path) -
     files = rendering_of(stack).rendered_files()
     rendered = files["opensips.cfg"]
     assert f'mpath = "{IMAGE_MODULE_PATH}"' in rendered
-    # The credentials file it includes, as the render shows it (a placeholder password).
-    (tmp_path / HTTPD_CREDENTIALS_FILE).write_text(files[HTTPD_CREDENTIALS_FILE])
+    # The credentials files it includes, as the render shows them (placeholder passwords).
+    for included in (HTTPD_CREDENTIALS_FILE, CACHEDB_CREDENTIALS_FILE):
+        (tmp_path / included).write_text(files[included])
     # Only the module folder differs from what the pod reads: the image's is not here.
     path = tmp_path / "opensips.cfg"
     path.write_text(rendered.replace(IMAGE_MODULE_PATH, opensips_modules()))
@@ -89,7 +94,8 @@ def test_the_binary_refuses_a_broken_config(old: str, new: str, named: str,
     files = rendering_of("prod").rendered_files()
     rendered = files["opensips.cfg"]
     assert old in rendered, old
-    (tmp_path / HTTPD_CREDENTIALS_FILE).write_text(files[HTTPD_CREDENTIALS_FILE])
+    for included in (HTTPD_CREDENTIALS_FILE, CACHEDB_CREDENTIALS_FILE):
+        (tmp_path / included).write_text(files[included])
     path = tmp_path / "opensips.cfg"
     path.write_text(rendered.replace(IMAGE_MODULE_PATH, opensips_modules()).replace(old, new, 1))
     checked = check_config(path)

@@ -61,12 +61,14 @@ def test_haproxy_sees_opensips_backends_up(plan: SmokePlan) -> None:
         assert up, f"backend {backend}: no server UP ({servers or 'no servers'})"
 
 
-def test_dragonfly_answers_ping(plan: SmokePlan) -> None:
+def test_dragonfly_answers_and_refuses_strangers(plan: SmokePlan) -> None:
+    """The breaker store is up, and its ACL is in force: a PING without an account is refused
+    (NOAUTH); a PONG would mean anyone on the network could open the breaker."""
     address = split(section(plan.dragonfly_address, "dragonfly_address"))
     with socket.create_connection(address, timeout=5) as connection:
         connection.sendall(b"*1\r\n$4\r\nPING\r\n")
-        answer = connection.recv(64)
-    assert answer == b"+PONG\r\n", f"Dragonfly answered {answer!r}"
+        answer = connection.recv(128)
+    assert answer.startswith(b"-NOAUTH"), f"Dragonfly answered a stranger {answer!r}"
 
 
 def test_database_accepts_a_connection(plan: SmokePlan) -> None:
