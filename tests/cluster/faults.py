@@ -119,13 +119,22 @@ class Platform:
                    for s in p.status.container_statuses or [] if s.name == container)
 
     def redis(self, *command: str) -> str:
+        """A command to the breaker store as OpenSIPS's user (the default user is off)."""
+        import base64
+
         from kubernetes.stream import stream
 
+        from components.opensips.config_files import STORE_USER
+
+        core = self.cluster.core()
+        password = base64.b64decode(core.read_namespaced_secret(
+            "dragonfly-users", self.namespace).data[STORE_USER]).decode()
         pod = self.pods("dragonfly")[0]
-        return str(stream(self.cluster.core().connect_get_namespaced_pod_exec,
+        return str(stream(core.connect_get_namespaced_pod_exec,
                           pod.metadata.name, self.namespace, container="dragonfly",
-                          command=["redis-cli", "-p",
-                                   str(self.rendering.config.dragonfly.port), *command],
+                          command=["redis-cli", "-p", str(self.rendering.config.dragonfly.port),
+                                   "--user", STORE_USER, "--pass", password,
+                                   "--no-auth-warning", *command],
                           stderr=True, stdin=False, stdout=True, tty=False)).strip()
 
 
@@ -226,7 +235,8 @@ def kill_container(platform: Platform, work: Path, rate: int, seconds: int, part
 
 
 def breaker_keys(platform: Platform) -> dict[str, str]:
-    return {key: platform.redis("EXISTS", key)
+    """Each breaker key's value ("" when absent), read with OpenSIPS's own commands."""
+    return {key: platform.redis("GET", key)
             for key in ("acm:breaker:open", "acm:breaker:half_open", "acm:breaker:failures")}
 
 

@@ -3,10 +3,14 @@ a rendered object, and whether the stack's workloads are ready (what the provide
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
@@ -14,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 
 from stacks.render import Rendering
+from tests.sip.lab import basic_authorization
 
 NODE_ADDRESS = "10.203.0.1"  # scripts/node: the node's address on the pod bridge
 
@@ -132,3 +137,32 @@ def _autoscaler(live: dict[str, Any]) -> tuple[bool, str]:
 
 _CHECKS = {"Deployment": _deployment, "StatefulSet": _stateful_set,
            "HorizontalPodAutoscaler": _autoscaler}
+
+
+def node_port(cluster: Cluster, namespace: str, service: str, port_name: str) -> int:
+    live = cluster.core().read_namespaced_service(service, namespace)
+    return next(p.node_port for p in live.spec.ports if p.name == port_name)
+
+
+def prometheus_api(cluster: Cluster, namespace: str, path: str) -> Any:
+    """GET on the Prometheus pod's API with its account (prometheus-control), straight to the
+    pod from the host: the API server's service proxy drops an Authorization header."""
+    core = cluster.core()
+    password = base64.b64decode(core.read_namespaced_secret(
+        "prometheus-control", namespace).data["password"]).decode()
+    (pod,) = [p for p in core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/name=prometheus").items
+        if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+    request = urllib.request.Request(f"http://{pod.status.pod_ip}:9090/api/v1/{path}",
+                                     headers={"Authorization": basic_authorization(password)})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        document = json.loads(answer.read())
+    assert document["status"] == "success", document
+    return document["data"]
+
+
+def prometheus_query(cluster: Cluster, namespace: str, query: str) -> list[dict[str, object]]:
+    """A PromQL query to the Prometheus pod."""
+    result: list[dict[str, object]] = prometheus_api(
+        cluster, namespace, f"query?{urlencode({'query': query})}")["result"]
+    return result

@@ -14,14 +14,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
 from components.opensips.config_files import SIDECAR_METRICS_PORT, exported_metric
 from stacks.render import Rendering
 from tests.cluster.faults import wait_for
-from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
+from tests.cluster.kube import (
+    NODE_ADDRESS,
+    Cluster,
+    job_ending,
+    job_of,
+    node_port,
+    prometheus_api,
+    prometheus_query,
+    readiness,
+)
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.sip.lab import CLEAN_NUMBER, FRAUD_NUMBER, basic_authorization, place_call
@@ -48,11 +56,6 @@ def deployed(control_plane: Path, engine: Engine) -> Iterator[tuple[Cluster, Ren
         stack.destroy(on_output=lambda _: None)
 
 
-def node_port(cluster: Cluster, namespace: str, service: str, port_name: str) -> int:
-    live = cluster.core().read_namespaced_service(service, namespace)
-    return next(p.node_port for p in live.spec.ports if p.name == port_name)
-
-
 def engine_messages(cluster: Cluster, namespace: str) -> str:
     """What every engine stand-in pod received (its SIPp message trace)."""
     from kubernetes.stream import stream
@@ -66,18 +69,6 @@ def engine_messages(cluster: Cluster, namespace: str) -> str:
                             command=["cat", "/tmp/messages.log"], stderr=True, stdin=False,
                             stdout=True, tty=False))
     return "\n".join(texts)
-
-
-def prometheus_query(cluster: Cluster, namespace: str, query: str) -> list[dict[str, object]]:
-    """A PromQL query to the Prometheus pod, through the API server's service proxy."""
-    host = cluster.api_client.configuration.host
-    answer = cluster.api_client.call_api(
-        "GET", f"{host}/api/v1/namespaces/{namespace}/services/prometheus:http/proxy/api/v1/"
-        f"query?{urlencode({'query': query})}")
-    answer.read()
-    document = json.loads(answer.data)
-    assert document["status"] == "success", document
-    return document["data"]["result"]  # type: ignore[no-any-return]
 
 
 def test_calls_through_the_deployed_platform(deployed: tuple[Cluster, Rendering]) -> None:
@@ -220,12 +211,7 @@ def test_alerts_reach_every_alertmanager_replica_which_asks_for_its_account(
     wait_for(gossiping, 60, f"every Alertmanager pod sees {replicas} peers")
 
     def prometheus_sends_to_all() -> bool:
-        host = cluster.api_client.configuration.host
-        answer = cluster.api_client.call_api(
-            "GET", f"{host}/api/v1/namespaces/{namespace}/services/prometheus:http/proxy/api/v1/"
-            "alertmanagers")
-        answer.read()
-        active = json.loads(answer.data)["data"]["activeAlertmanagers"]
+        active = prometheus_api(cluster, namespace, "alertmanagers")["activeAlertmanagers"]
         return sorted(a["url"] for a in active) == sorted(
             f"http://{a}:{ALERTMANAGER_PORT}/api/v2/alerts" for a in pods)
 
@@ -384,3 +370,47 @@ def test_every_opensips_pod_gets_the_receive_buffer_it_asks_for(
     wait_for(lambda: len(reported()) >= rendering.config.opensips.autoscaling.min_replicas, 90,
              "every OpenSIPS sidecar scraped")
     assert all(float(r["value"][1]) == 0 for r in reported()), reported()  # type: ignore[index]
+
+
+def test_no_pod_listens_on_an_open_door(deployed: tuple[Cluster, Rendering],
+                                        tmp_path: Path) -> None:
+    """Every listening TCP and UDP socket of every pod, found in the pod's own network
+    namespace, is SIP, a probe page that reveals nothing, pod-local, or refuses a stranger and
+    answers the platform's account (tests/cluster/doors.py)."""
+    import base64
+
+    from tests.cluster.doors import Accounts, classify, listening_sockets, pod_pid
+
+    cluster, rendering = deployed
+    namespace, core = rendering.config.namespace, cluster.core()
+    secrets = {s.metadata.name: {key: base64.b64decode(value).decode()
+                                 for key, value in (s.data or {}).items()}
+               for s in core.list_namespaced_secret(namespace).items}
+    passwords = sorted({data["password"] for data in secrets.values() if "password" in data})
+    gossip = secrets.get("alertmanager-gossip", {})
+    certificates = []
+    if gossip:
+        for name, text in gossip.items():
+            (tmp_path / name).write_text(text)
+        certificates.append((tmp_path / "ca.crt", tmp_path / "tls.crt", tmp_path / "tls.key"))
+    accounts = Accounts(
+        basic=[(user, password) for user in ("acm-control", "alertmanager")
+               for password in passwords],
+        store=[(user, password) for user, password in secrets["dragonfly-users"].items()
+               if user != "users.acl"],
+        database=[(secrets["acm-database"]["username"], secrets["acm-database"]["password"])],
+        client_certificates=certificates)
+    verdicts = []
+    pods = [p for p in core.list_namespaced_pod(namespace).items
+            if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+    for pod in pods:
+        for found in listening_sockets(pod_pid(pod.metadata.uid)):
+            verdicts.append((pod.metadata.name,
+                             classify(found, pod.status.pod_ip, pod, accounts)))
+    table = "\n".join(f"{name:45} {v.socket.protocol} {v.socket.address}:{v.socket.port} "
+                      f"({v.socket.process}) {v.kind}: {v.detail}" for name, v in verdicts)
+    print(table)
+    assert not [v for _, v in verdicts if v.open], table
+    # It looked at every pod, and met each kind of socket the platform has.
+    assert {name for name, _ in verdicts} == {p.metadata.name for p in pods}, table
+    assert {"sip", "refuses", "probe"} <= {v.kind for _, v in verdicts}, table

@@ -241,7 +241,8 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
               "test_opensips_runs_and_listens_on_its_sip_sockets", "test_opensips_mi_answers",
               "test_compliance_secrets_are_mounted_restrictively",
               "test_haproxy_sees_opensips_backends_up", "test_sip_options_through_haproxy_tcp",
-              "test_sip_options_over_the_udp_service", "test_dragonfly_answers_ping",
+              "test_sip_options_over_the_udp_service",
+              "test_dragonfly_answers_and_refuses_strangers",
               "test_database_accepts_a_connection", "test_acm_engines_report_healthy"}
     assert in_pod <= {name for name, outcome in healthy.items() if outcome == "passed"}
     config_checks = {name for name in healthy if name.startswith("test_config_file_is_the")}
