@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import ssl
 import time
@@ -110,6 +111,15 @@ class Receipt:
     # The regulator already held this submission (a replayed key, or the period under
     # another key): nothing new was created.
     duplicate: bool
+    # The answer as it came, for the evidence archive.
+    text: str = ""
+
+
+def request_bytes(payload: dict[str, Any]) -> bytes:
+    """The exact bytes a submission posts: JSON with sorted keys and no spaces, so that the
+    evidence archive can write the same bytes from the body the audit trail keeps."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
 
 
 class ClientCredentials(httpx.Auth):
@@ -369,9 +379,10 @@ class AtrsClient:
     def _submit(self, path: str, payload: dict[str, Any], idempotency_key: str,
                 reference_field: str, deadline: float | None,
                 on_try: Callable[[HttpTry], None] | None, resend_unanswered: bool) -> Receipt:
-        response = self._call("POST", path, json=payload, deadline=deadline, on_try=on_try,
-                              resend_unanswered=resend_unanswered,
-                              headers={"Idempotency-Key": idempotency_key})
+        response = self._call("POST", path, content=request_bytes(payload), deadline=deadline,
+                              on_try=on_try, resend_unanswered=resend_unanswered,
+                              headers={"Idempotency-Key": idempotency_key,
+                                       "Content-Type": "application/json"})
         status = response.status_code
         if not (200 <= status < 300 or status == 409):
             _refusal(response)
@@ -383,7 +394,8 @@ class AtrsClient:
                         reference_field, "no JSON object" if body is None
                         else f"fields: {', '.join(sorted(body)) or 'none'}")
             reference = None
-        return Receipt(status, reference, body or {}, duplicate=status != 201)
+        return Receipt(status, reference, body or {}, duplicate=status != 201,
+                       text=response.text)
 
     def submit_report(self, report: str, payload: dict[str, Any], idempotency_key: str, *,
                       deadline: float | None = None,

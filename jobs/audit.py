@@ -186,12 +186,12 @@ def unconfirmed_periods(conn: Connection, license_number: str,
 
 def finish_attempt(conn: Connection, submission_id: int, outcome: str, *,
                    http_status: int | None = None, reference: str | None = None,
-                   detail: str | None = None) -> None:
+                   detail: str | None = None, response_text: str | None = None) -> None:
     conn.execute(
         "UPDATE ncc_audit.submissions SET outcome = %s, finished_at = now(), http_status = %s,"
-        " regulator_reference = %s, detail = %s WHERE submission_id = %s"
+        " regulator_reference = %s, detail = %s, response_text = %s WHERE submission_id = %s"
         " AND outcome IN ('uploading', 'submitting')",
-        (outcome, http_status, reference, detail, submission_id))
+        (outcome, http_status, reference, detail, response_text, submission_id))
 
 
 def record_incident(conn: Connection, *, alert_id: str, license_number: str, environment: str,
@@ -291,6 +291,60 @@ def period_history(conn: Connection, report: str, period: str,
     for attempt in attempts:
         attempt["http_tries"] = http_tries(conn, attempt["submission_id"])
     return {"packages": packages, "submissions": attempts}
+
+
+def submission_record(conn: Connection, submission_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row: dict[str, Any] | None = cursor.execute(
+            "SELECT submission_id, report, period, license_number, environment, package_id,"
+            " started_at, finished_at, outcome, idempotency_key, request_body, http_status,"
+            " regulator_reference, detail, resumes, response_text"
+            " FROM ncc_audit.submissions WHERE submission_id = %s", (submission_id,)).fetchone()
+    return row
+
+
+def package_record(conn: Connection, package_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row: dict[str, Any] | None = cursor.execute(
+            "SELECT package_id, report, period, license_number, generated_at, read_contract,"
+            " files, payload_sha256 FROM ncc_audit.packages WHERE package_id = %s",
+            (package_id,)).fetchone()
+    return row
+
+
+def unarchived_accepted(conn: Connection, license_number: str, environment: str) -> list[int]:
+    """Accepted submissions (reports and incidents) the evidence archive does not hold yet,
+    oldest first."""
+    rows = conn.execute(
+        "SELECT s.submission_id FROM ncc_audit.submissions s"
+        " LEFT JOIN ncc_audit.archives a USING (submission_id)"
+        " WHERE s.outcome = 'accepted' AND s.license_number = %s AND s.environment = %s"
+        " AND a.submission_id IS NULL ORDER BY s.submission_id",
+        (license_number, environment)).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def unarchived_count(conn: Connection, license_number: str, environment: str,
+                     older_than: dt.timedelta) -> int:
+    """Accepted submissions without an archive that were accepted more than `older_than` ago
+    (the run that accepted them has had its chance)."""
+    row = conn.execute(
+        "SELECT count(*) FROM ncc_audit.submissions s"
+        " LEFT JOIN ncc_audit.archives a USING (submission_id)"
+        " WHERE s.outcome = 'accepted' AND s.license_number = %s AND s.environment = %s"
+        " AND a.submission_id IS NULL AND s.finished_at < now() - %s",
+        (license_number, environment, older_than)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def record_archive(conn: Connection, submission_id: int, *, bucket: str, key_prefix: str,
+                   objects: list[dict[str, Any]], manifest_sha256: str,
+                   retain_until: dt.datetime) -> None:
+    conn.execute(
+        "INSERT INTO ncc_audit.archives (submission_id, bucket, key_prefix, objects,"
+        " manifest_sha256, retain_until) VALUES (%s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (submission_id) DO NOTHING",
+        (submission_id, bucket, key_prefix, Jsonb(objects), manifest_sha256, retain_until))
 
 
 def last_accepted(conn: Connection, license_number: str,

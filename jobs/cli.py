@@ -8,6 +8,7 @@
     ncc-report status daily --date 2026-11-23 | status incident ALERT_ID [--refresh]
     ncc-report exporter [--port 9469]
     ncc-report migrate
+    ncc-report backup | backups | restore --backup KEY --identity-file FILE
 
 Without a period, a report command covers the last complete period and catches up on earlier
 unaccepted ones. A period that has not ended (WAT, on the report database's clock), one that
@@ -84,6 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     exporter = commands.add_parser("exporter", help="serve audit metrics for Prometheus")
     exporter.add_argument("--port", type=int, default=9469)
     commands.add_parser("migrate", help="apply the read contract and audit schema")
+    commands.add_parser("backup", help="back the report database up, encrypted, to the "
+                                       "evidence store, and prune old backups")
+    commands.add_parser("backups", help="list the backups in the evidence store")
+    restore = commands.add_parser(
+        "restore", help="restore a backup over the report database (it replaces what is there)")
+    restore.add_argument("--backup", required=True, metavar="KEY",
+                         help="the backup's key, as `ncc-report backups` lists it")
+    restore.add_argument("--identity-file", required=True, type=Path, metavar="FILE",
+                         help="the age identity that decrypts the backups (kept outside the "
+                              "cluster)")
     return parser
 
 
@@ -174,6 +185,8 @@ def _dispatch(args: argparse.Namespace, settings: JobSettings, periods: list[Per
 
         serve(settings, args.port)
         return EXIT_OK
+    if args.command == "restore":
+        return _restore(args, settings)
     with connect(settings) as conn:
         clock.follow_database(conn)
         # A named period that has not ended is refused before anything is written: an
@@ -182,17 +195,21 @@ def _dispatch(args: argparse.Namespace, settings: JobSettings, periods: list[Per
             ensure_ended(period, clock.now())
         if args.command not in runs.COMMANDS:
             return _run(args, conn, settings, periods, transport)
-        if not settings.dry_run:
+        if not settings.dry_run or args.command == "backup":
             apply_schema(conn)
         # The run records itself, so that one that fails, is killed or never comes pages
         # before the regulator's deadline (jobs/runs.py); a dry run records its run too.
         named = _named_period(args)
         run_id = runs.start(conn, args.command, license_number=settings.license_number,
-                            environment=settings.environment, dry_run=settings.dry_run,
+                            environment=settings.environment,
+                            dry_run=settings.dry_run and args.command != "backup",
                             named_period=named[1] if named else None)
         status, detail = EXIT_FAILED, None
         try:
-            status = _run(args, conn, settings, periods, transport)
+            if args.command == "backup":
+                status = _backup(settings, run_id)
+            else:
+                status = _run(args, conn, settings, periods, transport)
             return status
         except ValueError as error:
             status, detail = EXIT_USAGE, str(error)
@@ -232,10 +249,36 @@ def _run(args: argparse.Namespace, conn: Any, settings: JobSettings,
     return _work(args, conn, settings, periods, transport, now)
 
 
+def _backup(settings: JobSettings, run_id: int | None) -> int:
+    from jobs.backup import take_backup
+
+    result = take_backup(settings, run_id)
+    print(f"backup {result.key}: {result.bytes} bytes in {result.seconds:.1f} s, "
+          f"{result.pruned} old backups pruned")
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace, settings: JobSettings) -> int:
+    from jobs.backup import close_restored_run, restore_backup
+
+    restore_backup(settings, args.backup, args.identity_file)
+    # A new connection: the restore replaced what the first one had read.
+    with connect(settings) as conn:
+        apply_schema(conn)
+        close_restored_run(conn, settings, args.backup)
+    print(f"restored {args.backup}")
+    return EXIT_OK
+
+
 def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
           periods: list[Period] | None, transport: Transport | None, now: dt.datetime) -> int:
     apply_schema(conn)
     if args.command == "migrate":
+        return EXIT_OK
+    if args.command == "backups":
+        from jobs.backup import list_backups
+
+        print("\n".join(list_backups(settings)))
         return EXIT_OK
     if args.command == "status":
         return _status(conn, settings, args, transport)
@@ -247,6 +290,7 @@ def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
         print(f"incidents: {result.submitted} submitted, {result.already} already "
               f"submitted, {result.failed} failed, {result.late} past the 1-hour deadline, "
               f"{result.awaiting} awaiting `ncc-report resolve`")
+        _archive(conn, settings, transport)
         return EXIT_FAILED if result.failed or result.awaiting else EXIT_OK
     report = cast(Report, args.command)
     run = ReportRun(conn, settings, transport, confirm_empty=args.confirm_empty)
@@ -259,7 +303,23 @@ def _work(args: argparse.Namespace, conn: Any, settings: JobSettings,
                      " (no reference given by the regulator)" if outcome.status == "accepted"
                      else f": {outcome.detail}" if outcome.status == "no-data" else "")
         print(f"{report} {outcome.label}: {outcome.status}{reference}")
+    _archive(conn, settings, transport)
     return EXIT_OK if all(outcome.ok for outcome in run.outcomes) else EXIT_FAILED
+
+
+def _archive(conn: Any, settings: JobSettings, transport: Transport | None) -> None:
+    """What the regulator accepted, this run and earlier ones, into the evidence archive. A
+    failure leaves the acceptance as it is: the next run tries again, and the exporter's
+    ncc_evidence_unarchived pages meanwhile."""
+    if transport is None or transport.archive is None:
+        return
+    from jobs.archive import archive_pending
+
+    outcome = archive_pending(conn, settings, transport.archive)
+    if outcome.archived or outcome.failed:
+        print(f"evidence: {outcome.archived} archived" + (
+            f", {outcome.failed} not archived yet (the next run tries again)"
+            if outcome.failed else ""))
 
 
 def _resolve(conn: Any, settings: JobSettings, args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ READINGS = "ncc_read_v2"
 # Applied in this order by every run; each is idempotent and skipped when unchanged. Older
 # versions stay: what a package was generated with remains there to be read.
 SCHEMA_FILES = ("ncc_read_v1.sql", "ncc_read_v2.sql", "ncc_read_v3.sql", "ncc_audit_v1.sql",
-                "ncc_audit_v2.sql", "ncc_audit_v3.sql", "ncc_audit_v4.sql")
+                "ncc_audit_v2.sql", "ncc_audit_v3.sql", "ncc_audit_v4.sql",
+                "ncc_audit_v5.sql")
 # The ACM platform's own tables as the jobs expect them: loaded by tests and benchmarks only.
 SOURCE_SCHEMA_FILE = "acm_source_v1.sql"
 _MIGRATION_LOCK = 0x4E43_4341  # "NCCA": serializes schema application across jobs

@@ -42,6 +42,11 @@ UNCONFIRMED = "ncc_submissions_unconfirmed"
 DAY_WITHOUT_DATA = "ncc_report_last_day_without_call_records"
 RUN_FAILED = "ncc_report_last_run_failed"
 RUN_NOT_STARTED = "ncc_report_scheduled_run_not_started"
+EVIDENCE_UNARCHIVED = "ncc_evidence_unarchived"
+BACKUP_LAST_SUCCESS = "ncc_backup_last_success_timestamp_seconds"
+BACKUP_OVERDUE = "ncc_backup_overdue"
+# An accepted submission not archived this long after its acceptance: its run had its chance.
+ARCHIVE_GRACE = dt.timedelta(minutes=10)
 
 
 class AuditCollector(Collector):
@@ -73,6 +78,14 @@ class AuditCollector(Collector):
         run_not_started = GaugeMetricFamily(
             RUN_NOT_STARTED, "1 when the CronJob's newest start time passed more than its "
             "startingDeadlineSeconds ago and no run began since", labels=["cron_job"])
+        unarchived = GaugeMetricFamily(
+            EVIDENCE_UNARCHIVED, "Submissions the regulator accepted over 10 minutes ago that "
+            "the evidence archive does not hold yet")
+        backup_success = GaugeMetricFamily(
+            BACKUP_LAST_SUCCESS, "Unix time the newest database backup that succeeded began")
+        backup_overdue = GaugeMetricFamily(
+            BACKUP_OVERDUE, "1 when no database backup succeeded since the newest scheduled "
+            "one that must have ended by now")
         try:
             with connect(self._settings) as conn:
                 who = {"license_number": self._settings.license_number,
@@ -82,6 +95,9 @@ class AuditCollector(Collector):
                 waiting = audit.unconfirmed_periods(conn, **who)
                 empty_day = _last_day_without_data(conn, self._settings)
                 run_states = _run_states(conn, self._settings, self._started)
+                unarchived_count = audit.unarchived_count(conn, **who,
+                                                          older_than=ARCHIVE_GRACE)
+                backups = _backup_state(conn, self._settings, self._started)
         except Exception as error:  # a scrape must answer; `up` carries the failure
             log.error("audit trail unreadable: %s", error)
             up.add_metric([], 0.0)
@@ -98,11 +114,20 @@ class AuditCollector(Collector):
         for command, (failed, missing) in run_states.items():
             run_failed.add_metric([f"ncc-report-{command}"], 1.0 if failed else 0.0)
             run_not_started.add_metric([f"ncc-report-{command}"], 1.0 if missing else 0.0)
+        unarchived.add_metric([], float(unarchived_count))
+        last_backup, overdue = backups
+        if last_backup is not None:
+            backup_success.add_metric([], last_backup.timestamp())
+        if overdue is not None:
+            backup_overdue.add_metric([], 1.0 if overdue else 0.0)
         up.add_metric([], 1.0)
         yield last
         yield without_data
         yield run_failed
         yield run_not_started
+        yield unarchived
+        yield backup_success
+        yield backup_overdue
         yield unsent
         yield late
         yield unconfirmed
@@ -116,14 +141,32 @@ def _run_states(conn: Any, settings: JobSettings, started: dt.datetime | None
     now = conn.execute("SELECT statement_timestamp()").fetchone()[0]
     states: dict[str, tuple[bool, bool]] = {}
     for command, schedule in settings.schedules.items():
+        # Backups are real in every stack; the reports' runs are of the stack's kind.
+        dry_run = settings.dry_run and command != "backup"
         newest = runs.newest(conn, command, license_number=settings.license_number,
-                             environment=settings.environment, dry_run=settings.dry_run)
+                             environment=settings.environment, dry_run=dry_run)
         first = runs.first_started(conn, command, license_number=settings.license_number,
-                                   environment=settings.environment, dry_run=settings.dry_run)
+                                   environment=settings.environment, dry_run=dry_run)
         known = [when for when in (first, started) if when is not None]
         states[command] = (runs.failed(newest, schedule, now),
                            bool(known) and runs.not_started(newest, schedule, now, min(known)))
     return states
+
+
+def _backup_state(conn: Any, settings: JobSettings, started: dt.datetime | None
+                  ) -> tuple[dt.datetime | None, bool | None]:
+    """(when the newest successful backup began, whether a backup is overdue); the second is
+    None where the exporter was given no backup schedule."""
+    last = runs.newest_success(conn, "backup", license_number=settings.license_number,
+                               environment=settings.environment, dry_run=False)
+    schedule = settings.schedules.get("backup")
+    if schedule is None:
+        return last, None
+    now = conn.execute("SELECT statement_timestamp()").fetchone()[0]
+    first = runs.first_started(conn, "backup", license_number=settings.license_number,
+                               environment=settings.environment, dry_run=False)
+    known = [when for when in (first, started) if when is not None]
+    return last, bool(known) and runs.overdue(last, schedule, now, min(known))
 
 
 def _last_day_without_data(conn: Any, settings: JobSettings) -> bool:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from jobs.periods import WAT
 
 Connection = Any
-COMMANDS = ("daily", "weekly", "monthly", "incidents")
+COMMANDS = ("daily", "weekly", "monthly", "incidents", "backup")
 # Exit statuses that mean the run did not do its work (ncc-report --help): 1 failed, rejected,
 # held or waiting for `resolve`; 3 the database failed during the run. 0 is done, 2 an
 # operator's mistake that did nothing (refused before any work; a scheduled run names no
@@ -124,3 +124,27 @@ def not_started(run: Run | None, schedule: RunSchedule, now: dt.datetime,
     if now - due <= dt.timedelta(seconds=schedule.starting_deadline_seconds) + GRACE:
         return False
     return run is None or run.started_at < due - GRACE
+
+
+def newest_success(conn: Connection, command: str, *, license_number: str, environment: str,
+                   dry_run: bool) -> dt.datetime | None:
+    """When the newest run of `command` that did its work (exit status 0) began."""
+    row = conn.execute(
+        "SELECT max(started_at) FROM ncc_audit.runs WHERE command = %s AND license_number = %s"
+        " AND environment = %s AND dry_run = %s AND exit_status = 0",
+        (command, license_number, environment, dry_run)).fetchone()
+    return row[0] if row else None
+
+
+def overdue(last_success: dt.datetime | None, schedule: RunSchedule, now: dt.datetime,
+            watched_since: dt.datetime) -> bool:
+    """No run has done its work since the newest start time whose run must have ended by now
+    (its starting and active deadlines passed): for the backups, "older than its schedule"."""
+    window = dt.timedelta(seconds=schedule.starting_deadline_seconds
+                          + schedule.active_deadline_seconds) + GRACE
+    due = last_scheduled(schedule, now)
+    if now < due + window:
+        due = last_scheduled(schedule, due - dt.timedelta(microseconds=1))
+    if due < watched_since:
+        return False
+    return last_success is None or last_success < due - GRACE

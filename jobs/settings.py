@@ -68,10 +68,29 @@ class JobSettings(BaseSettings):
     # JSON by command, e.g. {"daily": {"schedule": "30 5 * * *", "starting_deadline_seconds":
     # 600, "active_deadline_seconds": 1200}}: when a scheduled run must have started, and
     # how long one may run before its open row counts as killed.
-    schedules: dict[Literal["daily", "weekly", "monthly", "incidents"], RunSchedule] = {}
+    schedules: dict[Literal["daily", "weekly", "monthly", "incidents", "backup"],
+                    RunSchedule] = {}
     # The exporter's: the password of the account its /metrics asks for (a secret file of its
     # own Secret, not the jobs' credentials).
     exporter_password_file: Path | None = None
+    # The evidence store (S3 API): where every accepted submission is archived write-once and
+    # the database backups go. Its keys are secret files (EVIDENCE_ACCESS_KEY_ID,
+    # EVIDENCE_SECRET_ACCESS_KEY). Unset: nothing is archived (a dry-run stack).
+    evidence_endpoint: str | None = None
+    evidence_bucket: str | None = None
+    evidence_region: str = "us-east-1"
+    # A CA bundle for the store's TLS; unset means the system's trust store. Never "off".
+    evidence_ca_file: Path | None = None
+    # How long each archived object is locked (S3 Object Lock, compliance mode) after the
+    # regulator accepted it: the regulator's seven years at least in production.
+    evidence_retention_days: Annotated[int, Field(ge=1, le=36500)] = 2557
+    # A store the project runs itself (local): the job creates the bucket, with Object Lock,
+    # where it is missing. Never for the operator's store.
+    evidence_create_bucket: bool = False
+    # Backups: encrypted to this age recipient (the identity that decrypts them never enters
+    # the cluster), kept this many days.
+    backup_recipient: str | None = None
+    backup_keep_days: Annotated[int, Field(ge=1, le=3650)] = 35
 
     @field_validator("license_number")
     @classmethod
@@ -95,6 +114,23 @@ class JobSettings(BaseSettings):
             raise ValueError(f"{value!r} is not an https:// address of the regulator's API "
                              "(https://host[:port][/path], no spaces): the API is reached over "
                              "verified TLS only")
+        return value
+
+    @field_validator("evidence_endpoint")
+    @classmethod
+    def store_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https://[^/\s]+/?", value):
+            raise ValueError(f"{value!r} is not an https:// address of an S3 endpoint "
+                             "(https://host[:port], no path): the store is reached over "
+                             "verified TLS only")
+        return value
+
+    @field_validator("backup_recipient")
+    @classmethod
+    def age_recipient(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"age1[02-9ac-hj-np-z]{58}", value):
+            raise ValueError(f"{value!r} is not an age recipient (age1 and 58 more bech32 "
+                             "characters, what `age-keygen -y` prints)")
         return value
 
     @field_validator("sftp_directory")
@@ -124,6 +160,8 @@ def load_settings() -> JobSettings:
 
 
 # The files of the mounted Secret (components/compliance.py writes the same names).
+EVIDENCE_ACCESS_KEY_ID = "evidence-access-key-id"
+EVIDENCE_SECRET_ACCESS_KEY = "evidence-secret-access-key"
 DATABASE_PASSWORD = "database-password"
 ATRS_CLIENT_ID = "atrs-client-id"
 ATRS_CLIENT_SECRET = "atrs-client-secret"

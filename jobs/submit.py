@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from jobs import audit, clock
+from jobs.archive import EvidenceArchive
 from jobs.atrs import AtrsClient, AtrsError, Receipt, Rejected, RetryPolicy, Unanswered
 from jobs.database import READ_CONTRACT, LockBusy, run_lock
 from jobs.generate import Package, build_package, call_records_exist
@@ -82,6 +83,9 @@ class Outcome:
 class Transport:
     sftp: SftpTarget
     atrs: AtrsClient
+    # Where what the regulator accepts is archived write-once (None: no evidence store set,
+    # which production refuses before anything is sent).
+    archive: EvidenceArchive | None = None
 
     @classmethod
     @contextmanager
@@ -98,8 +102,9 @@ class Transport:
             retry=RetryPolicy(settings.atrs_attempts, settings.atrs_backoff_seconds,
                               settings.atrs_backoff_max_seconds),
             now=lambda: clock.now().timestamp())
+        archive = EvidenceArchive.from_settings(settings)
         with client:
-            yield cls(target, client)
+            yield cls(target, client, archive)
 
 
 @dataclass
@@ -161,6 +166,12 @@ class ReportRun:
     def _run_locked(self, period: Period) -> Outcome:
         report, who = period.report, self._who
         accepted = audit.accepted_attempt(self.conn, report, period.label, **who)
+        if accepted and self.transport is None:
+            # A dry run of an accepted period shows its package again (to compare with what was
+            # sent, e.g. after a restore); nothing is sent either way.
+            build_package(self.conn, period, self.settings.license_number, self.settings.out_dir)
+            return Outcome(period.label, "generated", accepted.regulator_reference,
+                           detail="dry run of a period the regulator accepted: nothing sent")
         if accepted:
             log.info("%s %s was accepted before (reference %s): nothing to send", report,
                      period.label, accepted.regulator_reference,
@@ -279,7 +290,8 @@ class ReportRun:
             audit.finish_attempt(self.conn, submission_id, "failed", detail=str(error))
             raise
         audit.finish_attempt(self.conn, submission_id, "accepted", http_status=receipt.http_status,
-                             reference=receipt.reference, detail=_receipt_detail(receipt))
+                             reference=receipt.reference, detail=_receipt_detail(receipt),
+                             response_text=receipt.text)
         log.info("ATRS accepted %s %s: reference %s%s", period.report, period.label,
                  receipt.reference or "(none given)", " (replayed)" if receipt.duplicate else "",
                  extra=extra)
@@ -404,7 +416,8 @@ def submit_incidents(conn: Connection, settings: JobSettings, atrs: AtrsClient,
                 failed += 1
                 continue
             audit.finish_attempt(conn, submission_id, "accepted", http_status=receipt.http_status,
-                                 reference=receipt.reference, detail=_receipt_detail(receipt))
+                                 reference=receipt.reference, detail=_receipt_detail(receipt),
+                                 response_text=receipt.text)
             audit.record_incident(conn, alert_id=alert_id, incident_id=receipt.reference,
                                   detected_at=detected_at,
                                   status=str(receipt.body.get("status", "RECEIVED")), **who)

@@ -44,8 +44,7 @@ def reach_cluster(settings: KubernetesSettings) -> ClusterAnswer:
     context = settings.context
     configuration = kube_client.Configuration()
     try:
-        # The kubernetes package is only partly annotated; this function is not.
-        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+        kube_config.load_kube_config(
             context=context, client_configuration=configuration, persist_config=False)
     except (ConfigException, OSError) as error:
         wanted = f"context {context!r}" if context else "its current context"

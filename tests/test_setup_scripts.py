@@ -54,7 +54,7 @@ def fake_repository(tmp_path: Path, failing_step: str) -> Path:
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup", repo / "scripts" / "setup")
     for name in ("control-plane", "node", "images", "toolchain", "opensips", "actionlint",
-                 "alertmanager", "pulumi"):
+                 "alertmanager", "object-store", "pulumi"):
         script = repo / "scripts" / name
         fails = name == failing_step
         script.write_text("#!/usr/bin/env bash\n"

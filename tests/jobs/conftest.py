@@ -21,11 +21,20 @@ from jobs.settings import (
     ATRS_CLIENT_ID,
     ATRS_CLIENT_SECRET,
     DATABASE_PASSWORD,
+    EVIDENCE_ACCESS_KEY_ID,
+    EVIDENCE_SECRET_ACCESS_KEY,
     SFTP_KNOWN_HOSTS,
     SFTP_PRIVATE_KEY,
 )
 from tests.jobs.atrs_standin import AtrsStandin
-from tests.jobs.servers import Postgres, SftpServer, postgres_server, sftp_server
+from tests.jobs.servers import (
+    ObjectStore,
+    Postgres,
+    SftpServer,
+    object_store_server,
+    postgres_server,
+    sftp_server,
+)
 
 LICENSE = "NCC-ACM-0042"
 JOB_USER, JOB_PASSWORD = "ncc_compliance", "job-db-password"
@@ -135,3 +144,35 @@ def job_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, database: Database,
 def database_clock_reset(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with the job's clock unmeasured, as a new process does."""
     monkeypatch.setattr(clock, "_offset", dt.timedelta(0), raising=False)
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory, ca: trustme.CA) -> Iterator[ObjectStore]:
+    """The real object store (VersityGW) on loopback, its TLS certificate from the test CA."""
+    directory = tmp_path_factory.mktemp("object-store")
+    issued = ca.issue_cert("localhost")
+    issued.private_key_pem.write_to_path(directory / "tls.key")
+    issued.cert_chain_pems[0].write_to_path(directory / "tls.crt")
+    ca.cert_pem.write_to_path(directory / "ca.pem")
+    with object_store_server(directory / "store", directory / "tls.crt", directory / "tls.key",
+                             directory / "ca.pem") as store:
+        yield store
+
+
+@pytest.fixture
+def evidence_env(job_env: dict[str, str], object_store: ObjectStore, secrets_dir: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The job's environment with the evidence store: a bucket of this test's own, which the
+    job makes with Object Lock (as the local stack lets it)."""
+    for name, value in ((EVIDENCE_ACCESS_KEY_ID, object_store.access_key),
+                        (EVIDENCE_SECRET_ACCESS_KEY, object_store.secret_key)):
+        path = secrets_dir / name
+        path.write_text(value + "\n")
+        path.chmod(0o400)
+    values = {"NCC_EVIDENCE_ENDPOINT": object_store.endpoint,
+              "NCC_EVIDENCE_BUCKET": f"evidence-{os.getpid()}-{next(_numbers)}",
+              "NCC_EVIDENCE_CA_FILE": str(object_store.ca_file),
+              "NCC_EVIDENCE_CREATE_BUCKET": "true"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return {**job_env, **values}

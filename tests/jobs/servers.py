@@ -153,3 +153,53 @@ def restart_postgres(server: Postgres) -> None:
     subprocess.run(_as_postgres([_pg_bin("pg_ctl"), "-D", str(server.data), "-m", "immediate",
                                  "-l", str(server.data.parent / "server.log"), "-w",
                                  "restart"]), check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """VersityGW (the local stack's object store) on loopback, TLS from a test CA."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    ca_file: Path
+    root: Path
+
+
+def object_store_binary() -> str:
+    found = subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts" / "object-store"),
+                            "bin"], capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        raise RuntimeError(f"the object store is not built: {found.stderr.strip()} "
+                           "(run ./scripts/setup)")
+    return f"{found.stdout.strip()}/versitygw"
+
+
+@contextlib.contextmanager
+def object_store_server(directory: Path, certificate: Path, key: Path,
+                        ca_file: Path) -> Iterator[ObjectStore]:
+    data, versions = directory / "data", directory / "versions"
+    data.mkdir(parents=True)
+    versions.mkdir()
+    port = free_port()
+    access, secret = "acm-evidence-test", "acm-evidence-test-secret-0123456789"
+    with (directory / "versitygw.log").open("wb") as log:
+        process = subprocess.Popen(
+            [object_store_binary(), "--access", access, "--secret", secret,
+             "--port", f"127.0.0.1:{port}", "--cert", str(certificate), "--key", str(key),
+             "--health", "/health", "posix", "--versioning-dir", str(versions), str(data)],
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                        timeout=1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("versitygw did not start: "
+                                   + (directory / "versitygw.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield ObjectStore(f"https://localhost:{port}", access, secret, ca_file, data)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -155,3 +155,26 @@ def test_the_exporter_pages_for_a_scheduled_run_that_never_started(
     # A new exporter on a new stack: nothing was due since it started.
     fresh = AuditCollector(load_settings(), started=dt.datetime.now(dt.UTC))
     assert gauges(fresh)[RUN_NOT_STARTED] == {"ncc-report-incidents": 0.0}
+
+
+BACKUP = runs.RunSchedule(schedule="15 2 * * *", starting_deadline_seconds=600,
+                          active_deadline_seconds=3600)
+
+
+@pytest.mark.parametrize(("now", "last_success", "expected"), [
+    # 03:30 WAT: tonight's 02:15 backup may still run until 03:26 (+ a minute): yesterday's
+    # success is enough until then ...
+    ("2026-11-24T03:20:00", "2026-11-23T02:15:30", False),
+    # ... and not after it.
+    ("2026-11-24T03:30:00", "2026-11-23T02:15:30", True),
+    ("2026-11-24T03:30:00", "2026-11-24T02:15:30", False),
+    # Never a success, watched since before yesterday's start: overdue.
+    ("2026-11-24T03:30:00", None, True),
+])
+def test_a_backup_older_than_its_schedule_is_overdue(now: str, last_success: str | None,
+                                                      expected: bool) -> None:
+    moment = dt.datetime.fromisoformat(now).replace(tzinfo=WAT)
+    success = None if last_success is None else \
+        dt.datetime.fromisoformat(last_success).replace(tzinfo=WAT)
+    assert runs.overdue(success, BACKUP, moment, dt.datetime(2026, 11, 1, tzinfo=dt.UTC)) \
+        is expected
