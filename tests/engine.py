@@ -57,6 +57,12 @@ class Engine:
             "PULUMI_BACKEND_URL": f"file://{backend}",
             "PULUMI_CONFIG_PASSPHRASE_FILE": str(DEMO_STACK_SECRET),
         }
+        # The programs find the images' build contexts in the tools cache: the CLI must see
+        # the same cache as the Automation API (which passes the whole environment on), or
+        # every preview after an up shows the images as changed (CI gives the set-up a cache
+        # of its own).
+        if "ACM_TOOLS_CACHE" in os.environ:
+            self.env["ACM_TOOLS_CACHE"] = os.environ["ACM_TOOLS_CACHE"]
         if kubeconfig is not None:
             self.env["KUBECONFIG"] = str(kubeconfig)
             # The local stack's images are built by pulumi-docker with the project's dockerd,

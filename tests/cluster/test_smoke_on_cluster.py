@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client as kube_client
 
 from components.base.kube import CONFIG_HASH_ANNOTATION
+from stacks.pod_logs import pod_log
 from stacks.render import Rendering
 from tests.cluster.faults import A_CALL_YESTERDAY, database_rows
 from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
@@ -342,7 +343,7 @@ def test_a_report_run_completes_on_the_real_node_and_the_smoke_check_sees_it(
              timeout=240)
     pod = core.list_namespaced_pod(namespace,
                                    label_selector="job-name=ncc-report-daily-now").items[0]
-    log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    log = pod_log(core, pod.metadata.name, namespace)
     assert job_ending(cluster, namespace, "ncc-report-daily-now") == "Complete", log
     assert pod.spec.node_name == "localhost"
     assert pod.status.container_statuses[0].image.startswith("127.0.0.1:5000/acm/ncc-compliance:")
