@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from components.base import kube
 from components.base.images import JOB_IMAGE, ImageSource
@@ -34,12 +34,16 @@ from components.base.settings import (
     SftpUser,
     StorageQuantity,
     cron_fields,
+    described,
 )
 from components.base.workload import DeploymentSpec, managed_deployment, service
 from jobs import periods
 from jobs import settings as job_settings
 
 SECRET_NAME = "ncc-compliance-credentials"
+# The evidence store's CA certificate, a file of the jobs' Secret (not secret, but with the
+# keys it belongs to).
+EVIDENCE_CA_FILE = "evidence-ca.pem"
 SECRETS_MOUNT = "/var/run/secrets/ncc"
 # The exporter's own account (what Prometheus scrapes with), apart from the jobs' credentials.
 EXPORTER_SECRET = "ncc-compliance-exporter-control"
@@ -116,6 +120,45 @@ class ComplianceReports(Model):
         return self
 
 
+# The regulator keeps seven years; 2557 days hold seven years whatever their leap days.
+SEVEN_YEARS_DAYS = 2557
+S3Bucket = Annotated[str, AfterValidator(described(
+    r"(?!xn--)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+    "is not an S3 bucket name: 3 to 63 lowercase letters, digits, dots or hyphens"))]
+AgeRecipient = Annotated[str, AfterValidator(described(
+    r"age1[02-9ac-hj-np-z]{58}", "is not an age recipient (what `age-keygen -y` prints)"))]
+
+
+class EvidenceStore(Model):
+    """The S3-compatible store for the evidence archive and the database backups (the
+    operator's; in `local` the object store stand-in). Its keys are the secrets
+    evidenceStoreAccessKeyId and evidenceStoreSecretAccessKey."""
+
+    endpoint: HttpsUrl
+    bucket: S3Bucket
+    region: str = "us-east-1"
+    # A CA certificate (PEM) for the store's TLS; unset: the image's trust store.
+    ca_certificate: str | None = None
+    # How long each archived object is locked after the regulator accepted it.
+    retention_days: Annotated[int, Field(ge=1, le=36500)] = SEVEN_YEARS_DAYS
+    # Only for a store the project runs itself (local): the job makes the bucket, with
+    # Object Lock, where it is missing.
+    create_bucket: bool = False
+    # Where the store is, outside the cluster: the jobs' only egress besides the regulator's.
+    egress_cidrs: Annotated[list[Network], Field(default_factory=list)]
+
+
+class DatabaseBackup(Model):
+    """The ncc-database-backup CronJob: pg_dump, encrypted with age to `recipient` (the
+    identity that decrypts it is the secret backupIdentity, kept outside the cluster)."""
+
+    schedule: CronSchedule = "15 2 * * *"
+    starting_deadline_seconds: Annotated[int, Field(ge=10)] = 600
+    active_deadline_seconds: Annotated[int, Field(ge=60)] = 3600
+    keep_days: Annotated[int, Field(ge=1, le=3650)] = 35
+    recipient: AgeRecipient
+
+
 class ComplianceConfig(Model):
     # Deployed as is unless imageBuild is set; then built from jobs/Dockerfile and pushed.
     image: ImageRef
@@ -141,6 +184,33 @@ class ComplianceConfig(Model):
     reports: ComplianceReports
     scratch_size: StorageQuantity = "1Gi"
     history_limit: Annotated[int, Field(ge=1, le=30)] = 7
+    evidence_store: EvidenceStore | None = None
+    backup: DatabaseBackup | None = None
+
+    @model_validator(mode="after")
+    def _evidence_kept_where_it_counts(self) -> Self:
+        """Jobs that send for real archive what the regulator accepts and back the database
+        up; in production for the regulator's seven years at least."""
+        problems = []
+        if not self.dry_run:
+            if self.evidence_store is None:
+                problems.append("evidenceStore is required when the jobs send (dryRun false): "
+                                "every accepted submission is archived write-once")
+            if self.backup is None:
+                problems.append("backup is required when the jobs send (dryRun false): the "
+                                "audit trail must survive its database")
+        if self.backup is not None and self.evidence_store is None:
+            problems.append("backup needs evidenceStore: the backups go to that store")
+        if self.ncc_environment == "production" and self.evidence_store is not None:
+            if self.evidence_store.retention_days < SEVEN_YEARS_DAYS:
+                problems.append(f"evidenceStore.retentionDays {self.evidence_store.retention_days}"
+                                f" is below the regulator's seven years ({SEVEN_YEARS_DAYS} days)")
+            if self.evidence_store.create_bucket:
+                problems.append("evidenceStore.createBucket: the production bucket is the "
+                                "operator's, made with Object Lock, never by the jobs")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 # --- the component ------------------------------------------------------------------------
@@ -162,6 +232,8 @@ class ComplianceJobsArgs(BaseModel):
     database_port: int
     # Secret values by SecretSettings field name; only ever placed in a Kubernetes Secret.
     secrets: dict[str, str]
+    # The evidence store's CA (the local stand-in's, or evidenceStore.caCertificate).
+    evidence_ca_certificate: str | None = None
 
 
 class ComplianceJobs(pulumi.ComponentResource):
@@ -174,8 +246,8 @@ class ComplianceJobs(pulumi.ComponentResource):
             f"{name}-credentials",
             metadata=kube.metadata(SECRET_NAME, args.namespace, labels),
             type="Opaque",
-            string_data={key: pulumi.Output.secret(args.secrets[field])
-                         for key, field in SECRET_FILES.items()},
+            string_data={key: pulumi.Output.secret(value)
+                         for key, value in self._secret_files(args).items()},
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.exporter_secret = k8s.core.v1.Secret(
@@ -190,7 +262,7 @@ class ComplianceJobs(pulumi.ComponentResource):
         self.exporter_account = kube.BasicAuth(EXPORTER_USER, EXPORTER_SECRET)
         self.cron_jobs = {
             report: self._cron_job(name, report, schedule, args)
-            for report, schedule in settings.reports.by_command().items()
+            for report, schedule in self._scheduled(settings).items()
         }
         exporter = managed_deployment(
             f"{name}-exporter",
@@ -241,6 +313,19 @@ class ComplianceJobs(pulumi.ComponentResource):
             "NCC_ATRS_IDEMPOTENCY_KEY_HONOURED":
                 "true" if settings.atrs_idempotency_key_honoured else "false",
         }
+        store = settings.evidence_store
+        if store is not None:
+            values |= {
+                "NCC_EVIDENCE_ENDPOINT": store.endpoint, "NCC_EVIDENCE_BUCKET": store.bucket,
+                "NCC_EVIDENCE_REGION": store.region,
+                "NCC_EVIDENCE_RETENTION_DAYS": str(store.retention_days),
+                "NCC_EVIDENCE_CREATE_BUCKET": "true" if store.create_bucket else "false",
+            }
+            if args.evidence_ca_certificate is not None:
+                values["NCC_EVIDENCE_CA_FILE"] = f"{SECRETS_MOUNT}/{EVIDENCE_CA_FILE}"
+        if settings.backup is not None:
+            values |= {"NCC_BACKUP_RECIPIENT": settings.backup.recipient,
+                       "NCC_BACKUP_KEEP_DAYS": str(settings.backup.keep_days)}
         return [{"name": key, "value": value} for key, value in values.items()]
 
     @staticmethod
@@ -284,13 +369,35 @@ class ComplianceJobs(pulumi.ComponentResource):
         return container
 
     @staticmethod
-    def _schedules(args: ComplianceJobsArgs) -> dict[str, dict[str, Any]]:
+    def _scheduled(settings: ComplianceConfig) -> dict[str, ReportSchedule | DatabaseBackup]:
+        """Each CronJob's schedule by the ncc-report command it runs: the reports and, where
+        the stack backs its database up, `backup`."""
+        schedules: dict[str, ReportSchedule | DatabaseBackup] = dict(
+            settings.reports.by_command())
+        if settings.backup is not None:
+            schedules["backup"] = settings.backup
+        return schedules
+
+    def _schedules(self, args: ComplianceJobsArgs) -> dict[str, dict[str, Any]]:
         return {command: {"schedule": schedule.schedule,
                           "starting_deadline_seconds": schedule.starting_deadline_seconds,
                           "active_deadline_seconds": schedule.active_deadline_seconds}
-                for command, schedule in args.settings.reports.by_command().items()}
+                for command, schedule in self._scheduled(args.settings).items()}
 
-    def _cron_job(self, name: str, report: str, schedule: ReportSchedule,
+    @staticmethod
+    def _secret_files(args: ComplianceJobsArgs) -> dict[str, str]:
+        """The jobs' Secret: the files the job reads (jobs/settings.py names them)."""
+        files = {key: args.secrets[field] for key, field in SECRET_FILES.items()}
+        if args.settings.evidence_store is not None:
+            files[job_settings.EVIDENCE_ACCESS_KEY_ID] = args.secrets[
+                "evidence_store_access_key_id"]
+            files[job_settings.EVIDENCE_SECRET_ACCESS_KEY] = args.secrets[
+                "evidence_store_secret_access_key"]
+        if args.evidence_ca_certificate is not None:
+            files[EVIDENCE_CA_FILE] = args.evidence_ca_certificate
+        return files
+
+    def _cron_job(self, name: str, report: str, schedule: ReportSchedule | DatabaseBackup,
                   args: ComplianceJobsArgs) -> k8s.batch.v1.CronJob:
         labels = {**kube.COMPLIANCE.labels(args.instance), kube.ROLE_LABEL: report}
         history = args.settings.history_limit

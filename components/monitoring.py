@@ -53,6 +53,8 @@ METRICS = {
     "day_without_call_records": "ncc_report_last_day_without_call_records",
     "run_failed": "ncc_report_last_run_failed",
     "run_not_started": "ncc_report_scheduled_run_not_started",
+    "evidence_unarchived": "ncc_evidence_unarchived",
+    "backup_overdue": "ncc_backup_overdue",
     # Served by OpenSIPS's dispatcher-sync sidecar: the UDP receive buffer a socket of the pod
     # gets when it asks for OpenSIPS's maxbuffer, and what it asks for.
     "udp_receive_buffer": "acm_opensips_udp_receive_buffer_bytes",
@@ -66,7 +68,8 @@ CALL_PATH_ALERTS = ("AcmCircuitBreakerOpen", "AcmNoHealthyEngine", "AcmNoHealthy
                     "AcmUdpReceiveBufferCapped")
 COMPLIANCE_ALERTS = ("NccIncidentUnsentPastDeadline", "NccIncidentSubmittedLate",
                      "NccSubmissionUnconfirmed", "NccDayWithoutCallRecords",
-                     "NccReportRunFailed", "NccReportRunNotStarted")
+                     "NccReportRunFailed", "NccReportRunNotStarted", "NccEvidenceNotArchived",
+                     "NccDatabaseBackupOverdue")
 PLATFORM_ALERTS = ("Watchdog",)
 REPORT_MAX_AGE_SECONDS = {
     "daily": 24 * 3600 + 3600,

@@ -1,10 +1,15 @@
 """Stand-ins for what a cluster without the real thing cannot have (the local stack): the media
 gateways the calls go on to, the webhook receiver Alertmanager notifies in place of an
-operator's on-call tools, and the image they run (the ACM engine's stand-in too). The SIP ones
+operator's on-call tools, the S3 object store in place of the operator's (the evidence archive
+and the backups: VersityGW, a real S3 server with Object Lock), and the image the SIP and
+webhook ones run (the ACM engine's stand-in too). The SIP ones
 are SIPp with the scenarios the SIP tests use, so a call through the deployed platform meets
 the same far ends as one in the SIP lab."""
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -12,9 +17,14 @@ from pydantic import BaseModel, ConfigDict
 
 from components.alerting import CredentialName
 from components.base import kube
-from components.base.credentials import secrets_digest
-from components.base.images import ImageRecipe, ImageSource
-from components.base.settings import ImageBuild, Model, Port
+from components.base.credentials import (
+    SECRETS_DIGEST_ANNOTATION,
+    derived_mutual_tls,
+    secrets_digest,
+)
+from components.base.images import ImageRecipe, ImageSource, tools_cache_folder
+from components.base.settings import ImageBuild, Model, Port, Resources, Storage
+from components.base.stateful import StatefulTierSpec, stateful_tier
 from components.base.workload import DeploymentSpec, managed_deployment, service
 
 SIP_STAND_IN_IMAGE = ImageRecipe(
@@ -173,3 +183,121 @@ class AlertReceiverStandIn(pulumi.ComponentResource):
                 [{"name": "http", "port": ALERT_RECEIVER_PORT, "target_port": "http"}],
                 self, type="ClusterIP")
         self.register_outputs({})
+
+
+# --- the object store: acm-platform:objectStoreStandIn -------------------------------------
+
+OBJECT_STORE_PORT = 7070
+OBJECT_STORE_SECRET = "object-store"
+OBJECT_STORE_SECRET_DIR = "/etc/object-store"
+VERSITYGW_VERSION = "1.8.0"
+
+
+def _versitygw_folder() -> Path:
+    return tools_cache_folder() / "object-store" / f"versitygw-{VERSITYGW_VERSION}" / "bin"
+
+
+def _versitygw_digest() -> dict[str, str]:
+    binary = _versitygw_folder() / "versitygw"
+    if not binary.is_file():
+        raise FileNotFoundError(f"{binary} is missing: run scripts/object-store build (or "
+                                "scripts/setup) before building the local images")
+    return {"VERSITYGW_VERSION": VERSITYGW_VERSION,
+            "VERSITYGW_SHA256": hashlib.sha256(binary.read_bytes()).hexdigest()}
+
+
+OBJECT_STORE_IMAGE = ImageRecipe("object-store", "images/object-store/Dockerfile",
+                                 ("images/object-store",), context=_versitygw_folder,
+                                 build_args=_versitygw_digest)
+
+
+class ObjectStoreStandInConfig(Model):
+    image_build: ImageBuild
+    storage: Storage
+
+
+class ObjectStoreStandInArgs(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    images: ImageSource
+    namespace: str
+    instance: str
+    settings: ObjectStoreStandInConfig
+    # The root account: the evidence store's keys (secrets evidenceStoreAccessKeyId and
+    # evidenceStoreSecretAccessKey), which the jobs use.
+    access_key_id: str
+    secret_access_key: str
+    # The stack's secretsDigestKey: the store's TLS certificate is derived from it.
+    digest_key: str
+    priority_class: str
+    node_topology_key: str
+    zone_topology_key: str
+
+
+def object_store_host(namespace: str) -> str:
+    return f"{kube.OBJECT_STORE_STAND_IN.name}.{namespace}.svc.cluster.local"
+
+
+def object_store_endpoint(namespace: str) -> str:
+    return f"https://{object_store_host(namespace)}:{OBJECT_STORE_PORT}"
+
+
+class ObjectStoreStandIn(pulumi.ComponentResource):
+    """VersityGW with its POSIX backend on a volume: buckets under /data/buckets, object
+    versions (S3 Object Lock needs them) under /data/versions; TLS with a certificate derived
+    from the stack's key, whose CA the jobs trust (`ca_certificate`)."""
+
+    def __init__(self, name: str, args: ObjectStoreStandInArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("acm:platform:ObjectStoreStandIn", name, None, opts)
+        part, host = kube.OBJECT_STORE_STAND_IN, object_store_host(args.namespace)
+        tls = derived_mutual_tls(args.digest_key, "object-store", host)
+        self.ca_certificate = tls.ca_certificate
+        files = {"access-key-id": args.access_key_id,
+                 "secret-access-key": args.secret_access_key,
+                 "tls.crt": tls.certificate, "tls.key": tls.private_key}
+        secret = k8s.core.v1.Secret(
+            f"{name}-account",
+            metadata=kube.metadata(OBJECT_STORE_SECRET, args.namespace,
+                                   part.labels(args.instance)),
+            type="Opaque",
+            string_data={key: pulumi.Output.secret(value) for key, value in files.items()},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        folder = OBJECT_STORE_SECRET_DIR
+        # The root account's keys only as files: versitygw takes them from its environment,
+        # so the shell reads them into it and hands over (exec).
+        start = (f"mkdir -p /data/buckets /data/versions && "
+                 f'ROOT_ACCESS_KEY_ID="$(cat {folder}/access-key-id)" '
+                 f'ROOT_SECRET_ACCESS_KEY="$(cat {folder}/secret-access-key)" '
+                 f"exec versitygw --port :{OBJECT_STORE_PORT} --cert {folder}/tls.crt "
+                 f"--key {folder}/tls.key --health /health --quiet "
+                 "posix --versioning-dir /data/versions /data/buckets")
+        spec = StatefulTierSpec(
+            part=part, namespace=args.namespace, instance=args.instance,
+            image=args.images.image(OBJECT_STORE_IMAGE, "unused:pinned",
+                                    args.settings.image_build),
+            replicas=1, resources=Resources.model_validate(
+                {"requests": {"cpu": "20m", "memory": "64Mi"},
+                 "limits": {"cpu": "500m", "memory": "256Mi"}}),
+            storage=args.settings.storage, ports={"https": OBJECT_STORE_PORT},
+            data_path="/data", command=("sh", "-c", start),
+            liveness=kube.tcp_probe("https"), readiness=kube.tcp_probe("https", period=5),
+            priority_class=args.priority_class, node_topology_key=args.node_topology_key,
+            zone_topology_key=args.zone_topology_key,
+            secret_volume=("account", OBJECT_STORE_SECRET, folder),
+            extra_annotations={SECRETS_DIGEST_ANNOTATION: secrets_digest(
+                args.digest_key, {f"{OBJECT_STORE_SECRET}/{key}": value
+                                  for key, value in files.items()})},
+        )
+        tier = stateful_tier(name, spec, self)
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=kube.metadata(part.name, args.namespace, part.labels(args.instance)),
+            spec={"type": "ClusterIP", "selector": part.selector(args.instance),
+                  "ports": [{"name": "https", "port": OBJECT_STORE_PORT,
+                             "target_port": "https", "protocol": "TCP"}]},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, tier.stateful_set]),
+        )
+        self.endpoint = object_store_endpoint(args.namespace)
+        self.register_outputs({"endpoint": self.endpoint})

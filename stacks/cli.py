@@ -29,10 +29,20 @@ def main(argv: list[str] | None = None) -> int:
              "folder) as Markdown for a change request; exit 1 when a stack is blocked")
     summary.add_argument("folder", type=Path, help="folder holding the previews")
     summary.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
+    restore = commands.add_parser(
+        "restore-database",
+        help="restore a database backup into a stack's report database (replaces what is "
+             "there; the stack's cluster from KUBECONFIG and its kubernetes.context); without "
+             "--backup, list the backups. Example: acmctl restore-database prod --backup "
+             "backups/NCC-ACM-0042/acm/20261207T011500Z.dump.age")
+    restore.add_argument("stack", help=f"stack name ({', '.join(STACKS)})")
+    restore.add_argument("--backup", metavar="KEY", help="the backup's key in the store")
     options = parser.parse_args(argv)
 
     if options.command == "preview-summary":
         return preview_summary(options.folder, options.out)
+    if options.command == "restore-database":
+        return restore_database_command(options.stack, options.backup)
 
     from stacks.render import render_stack, write_rendering
 
@@ -47,6 +57,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(rendering.rendered_files())} config files in {options.out} "
         f"(program {rendering.program_seconds * 1000:.0f} ms)"
     )
+    return 0
+
+
+def restore_database_command(stack: str, backup: str | None) -> int:
+    from stacks.restore import RestoreError, restore_database
+
+    try:
+        succeeded, log = restore_database(stack, backup)
+    except RestoreError as error:
+        print(f"acmctl restore-database: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(line for line in log.splitlines() if not line.startswith("{")))
+    if not succeeded:
+        print(f"acmctl restore-database: the {'restore' if backup else 'listing'} failed (its "
+              "log is above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -24,7 +24,12 @@ from components.datastores import ClickHouseConfig, DragonflyConfig, YugabyteCon
 from components.haproxy import HaproxyConfig
 from components.monitoring import MonitoringConfig
 from components.opensips.settings import OpenSipsConfig
-from components.stand_ins import AlertReceiverStandInConfig, MediaGatewayStandInConfig
+from components.stand_ins import (
+    AlertReceiverStandInConfig,
+    MediaGatewayStandInConfig,
+    ObjectStoreStandInConfig,
+    object_store_endpoint,
+)
 
 PROJECT = "acm-platform"
 
@@ -93,6 +98,11 @@ class SecretSettings(Model):
     acm_engine_metrics_password: str
     # The engines' ClickHouse user (the image's passwordless default user is removed).
     clickhouse_engine_password: str
+    # The evidence store's keys (compliance.evidenceStore), and the age identity that decrypts
+    # the database backups: never deployed, read by the restore (scripts/restore-database).
+    evidence_store_access_key_id: str
+    evidence_store_secret_access_key: str
+    backup_identity: str
     # The stack's own key for what is derived from secrets: the digest of the Secrets each
     # workload reads at start (so a rotated secret rolls exactly its readers) and the salts
     # of the bcrypt hashes in web configs (components/base/credentials.py).
@@ -118,6 +128,7 @@ class StackConfig(Model):
     compliance: ComplianceConfig
     media_gateway_stand_in: MediaGatewayStandInConfig | None = None
     alert_receiver_stand_in: AlertReceiverStandInConfig | None = None
+    object_store_stand_in: ObjectStoreStandInConfig | None = None
     secrets: SecretSettings
 
     @model_validator(mode="after")
@@ -131,6 +142,7 @@ class StackConfig(Model):
             ("yugabyte.standIn", self.yugabyte.stand_in is not None),
             ("mediaGatewayStandIn", self.media_gateway_stand_in is not None),
             ("alertReceiverStandIn", self.alert_receiver_stand_in is not None),
+            ("objectStoreStandIn", self.object_store_stand_in is not None),
         ) if present]
         if stand_ins:
             raise ValueError(f"{', '.join(stand_ins)}: stand-ins are for the local stack only; "
@@ -155,6 +167,17 @@ class StackConfig(Model):
             raise ValueError(f"{', '.join(keys[:-1])} and {keys[-1]} differ: the stand-ins run "
                              "the one stand-in image, so give them the same registry and "
                              "baseImage")
+        return self
+
+    @model_validator(mode="after")
+    def _object_store_is_the_evidence_store(self) -> Self:
+        # The stand-in only serves the jobs if they are pointed at it.
+        if self.object_store_stand_in is None:
+            return self
+        store, expected = self.compliance.evidence_store, object_store_endpoint(self.namespace)
+        if store is None or store.endpoint.rstrip("/") != expected:
+            raise ValueError(f"objectStoreStandIn serves {expected}: set "
+                             f"compliance.evidenceStore.endpoint to it")
         return self
 
     @model_validator(mode="after")

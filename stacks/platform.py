@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -61,10 +62,13 @@ from components.opensips.config_files import STORE_KEY_PATTERNS as OPENSIPS_STOR
 from components.opensips.config_files import STORE_USER as OPENSIPS_STORE_USER
 from components.stand_ins import (
     ALERT_RECEIVER_PORT,
+    OBJECT_STORE_PORT,
     AlertReceiverStandIn,
     AlertReceiverStandInArgs,
     MediaGatewayStandIn,
     MediaGatewayStandInArgs,
+    ObjectStoreStandIn,
+    ObjectStoreStandInArgs,
 )
 from stacks.config import StackConfig
 
@@ -115,6 +119,15 @@ def traffic_flows(config: StackConfig) -> list[Flow]:
         Flow(kube.ALERTMANAGER, kube.ALERTMANAGER, (("TCP", GOSSIP_PORT),),
              "replicas gossip silences and what was notified (mutual TLS, TCP only)"),
     ]
+    store = config.compliance.evidence_store
+    if config.object_store_stand_in is not None:
+        flows.append(Flow(kube.COMPLIANCE, kube.OBJECT_STORE_STAND_IN,
+                          (("TCP", OBJECT_STORE_PORT),),
+                          "the evidence archive and the backups (the local object store)"))
+    elif store is not None and store.egress_cidrs:
+        flows.append(Flow(kube.COMPLIANCE, Cidrs("evidence-store", tuple(store.egress_cidrs)),
+                          (("TCP", urlsplit(store.endpoint).port or 443),),
+                          "the evidence archive and the backups"))
     alertmanager = config.monitoring.alertmanager
     if config.alert_receiver_stand_in is not None:
         flows.append(Flow(kube.ALERTMANAGER, kube.ALERT_RECEIVER_STAND_IN,
@@ -282,15 +295,31 @@ def build_platform(config: StackConfig, instance: str) -> Platform:
         opts=pulumi.ResourceOptions(provider=provider, depends_on=[foundation, opensips]),
     )
     compliance = None
+    evidence_ca = (config.compliance.evidence_store.ca_certificate
+                   if config.compliance.evidence_store is not None else None)
+    store_dependencies: list[pulumi.Resource] = []
+    if config.object_store_stand_in is not None:
+        store = ObjectStoreStandIn(
+            "object-store",
+            ObjectStoreStandInArgs(
+                settings=config.object_store_stand_in,
+                access_key_id=config.secrets.evidence_store_access_key_id,
+                secret_access_key=config.secrets.evidence_store_secret_access_key,
+                digest_key=digest_key, **backing),
+            opts=in_namespace)
+        evidence_ca = store.ca_certificate
+        store_dependencies.append(store)
     if config.features.compliance_jobs:
         compliance = ComplianceJobs(
             "compliance",
             ComplianceJobsArgs(
                 settings=config.compliance, database_host=yugabyte.host,
                 database_port=yugabyte.ysql_port,
-                secrets=config.secrets.model_dump(), **backing,
+                secrets=config.secrets.model_dump(), evidence_ca_certificate=evidence_ca,
+                **backing,
             ),
-            opts=in_namespace,
+            opts=pulumi.ResourceOptions(provider=provider,
+                                        depends_on=[foundation, *store_dependencies]),
         )
     if config.alert_receiver_stand_in is not None:
         AlertReceiverStandIn(
@@ -327,6 +356,8 @@ def service_accounts(config: StackConfig) -> list[kube.Part]:
         parts.append(kube.MEDIA_GATEWAY_STAND_IN)
     if config.alert_receiver_stand_in is not None:
         parts.append(kube.ALERT_RECEIVER_STAND_IN)
+    if config.object_store_stand_in is not None:
+        parts.append(kube.OBJECT_STORE_STAND_IN)
     return parts
 
 

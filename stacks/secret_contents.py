@@ -43,6 +43,7 @@ CONTROL_PASSWORD_KEYS = ("opensipsControlPassword", "haproxyControlPassword",
 # the characters a URL gives a meaning to.
 STORE_PASSWORD = re.compile(r"[A-Za-z0-9._~+=!^*,-]{16,}")
 STORE_PASSWORD_KEYS = ("dragonflyOpensipsPassword", "dragonflyEnginePassword")
+AGE_IDENTITY = re.compile(r"AGE-SECRET-KEY-1[02-9AC-HJ-NP-Z]{58}")
 
 
 def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
@@ -66,6 +67,10 @@ def secret_problems(secrets: Mapping[str, str], now: datetime | None = None
             problems.append((key, "must be at least 16 characters of letters, digits and "
                                   "._~+=!^*,- only (it goes into OpenSIPS's redis:// URL, where "
                                   "@ : / % and spaces have a meaning)"))
+    identity = secrets.get("backupIdentity", "")
+    if identity.strip() and not AGE_IDENTITY.fullmatch(identity.strip()):
+        problems.append(("backupIdentity", "is not an age identity (AGE-SECRET-KEY-1 and 58 "
+                                           "more characters, what `age-keygen` writes)"))
     digest_key = secrets.get("secretsDigestKey", "")
     if digest_key.strip() and len(digest_key.strip()) < 32:
         problems.append(("secretsDigestKey", "must be at least 32 characters (a random key "

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from components.compliance import EXPORTER_PORT, SECRET_FILES, SECRET_NAME, SECRETS_MOUNT
+from jobs.settings import EVIDENCE_ACCESS_KEY_ID, EVIDENCE_SECRET_ACCESS_KEY, JobSettings
 from jobs.settings import SECRET_FILES as FILES_THE_JOB_READS
-from jobs.settings import JobSettings
 from stacks.render import Rendering
 from tests.conftest import render_modified
 
@@ -23,11 +23,13 @@ def cron_jobs(rendering: Rendering) -> dict[str, dict[str, Any]]:
 
 def test_every_report_has_a_cronjob_on_lagos_time(any_stack: Rendering) -> None:
     jobs = cron_jobs(any_stack)
-    assert sorted(jobs) == sorted(f"ncc-report-{report}" for report in REPORTS)
     settings = any_stack.config.compliance
-    for report in REPORTS:
+    # Every stack here backs its database up (the sending ones must; local does too).
+    assert sorted(jobs) == sorted(f"ncc-report-{report}" for report in (*REPORTS, "backup"))
+    for report in (*REPORTS, "backup"):
         spec = jobs[f"ncc-report-{report}"]["spec"]
-        configured = getattr(settings.reports, report)
+        configured = settings.backup if report == "backup" else getattr(settings.reports,
+                                                                        report)
         assert spec["schedule"] == configured.schedule
         assert spec["timeZone"] == "Africa/Lagos"
         assert spec["concurrencyPolicy"] == "Forbid"
@@ -70,7 +72,10 @@ def test_job_pods_are_non_root_read_only_with_secrets_as_files(prod: Rendering) 
 
 def test_secret_holds_exactly_the_files_the_job_reads(prod: Rendering) -> None:
     secret = prod.get("Secret", SECRET_NAME)
-    assert sorted(secret["stringData"]) == sorted(FILES_THE_JOB_READS) == sorted(SECRET_FILES)
+    # The job's own files, and the evidence store's keys (a stack that has one).
+    assert sorted(secret["stringData"]) == sorted(
+        [*FILES_THE_JOB_READS, EVIDENCE_ACCESS_KEY_ID, EVIDENCE_SECRET_ACCESS_KEY])
+    assert sorted(FILES_THE_JOB_READS) == sorted(SECRET_FILES)
     secret_values = [value for value in secret["stringData"].values() if len(value) > 8]
     for job in cron_jobs(prod).values():
         text = repr(job)

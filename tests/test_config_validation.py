@@ -169,6 +169,26 @@ BAD_INPUTS: list[tuple[str, str, str, Any, str, str]] = [
      {"registry": "127.0.0.1:5000/acm", "baseImage": "127.0.0.1:5000/acm/other:1"},
      "acm-platform:(stack)", "acmEngine.imageBuild, mediaGatewayStandIn.imageBuild and "
                              "alertReceiverStandIn.imageBuild differ"),
+    # Jobs that send keep what they sent and back their database up: refused before any
+    # resource is created, not found missing seven years later.
+    ("staging", DELETE, "compliance.evidenceStore", None, "acm-platform:compliance",
+     "evidenceStore is required when the jobs send (dryRun false)"),
+    ("dev", DELETE, "compliance.backup", None, "acm-platform:compliance",
+     "backup is required when the jobs send (dryRun false)"),
+    ("prod", SET, "compliance.evidenceStore.retentionDays", 365, "acm-platform:compliance",
+     "evidenceStore.retentionDays 365 is below the regulator's seven years (2557 days)"),
+    ("prod", SET, "compliance.evidenceStore.createBucket", True, "acm-platform:compliance",
+     "the production bucket is the operator's"),
+    ("prod", SET, "compliance.backup.recipient", "age1-not-a-recipient",
+     "acm-platform:compliance.backup.recipient", "is not an age recipient"),
+    ("prod", SET, "compliance.evidenceStore.bucket", "Evidence_Bucket",
+     "acm-platform:compliance.evidenceStore.bucket", "is not an S3 bucket name"),
+    ("local", SET, "compliance.evidenceStore.endpoint", "https://s3.elsewhere.example",
+     "acm-platform:(stack)", "objectStoreStandIn serves https://object-store.acm-local.svc."
+                             "cluster.local:7070: set compliance.evidenceStore.endpoint to it"),
+    ("dev", SET, "objectStoreStandIn", {"imageBuild": {"registry": "registry.acm.internal/acm"},
+                                        "storage": {"size": "1Gi"}},
+     "", "objectStoreStandIn: stand-ins are for the local stack only"),
 ]
 
 

@@ -68,6 +68,7 @@ COMPLIANCE = Part("ncc-compliance", "compliance")
 COMPLIANCE_EXPORTER = Part("ncc-compliance-exporter", "compliance")
 MEDIA_GATEWAY_STAND_IN = Part("media-gateway-stand-in", "stand-in")
 ALERT_RECEIVER_STAND_IN = Part("alert-receiver-stand-in", "stand-in")
+OBJECT_STORE_STAND_IN = Part("object-store", "stand-in")
 
 SIP_PATH_PRIORITY_CLASS = "acm-sip-path"
 PLATFORM_PRIORITY_CLASS = "acm-platform"

@@ -31,6 +31,9 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         strict=True,
+        # A field's docstring is its description: `acmctl settings-reference` writes them
+        # into docs/settings.md.
+        use_attribute_docstrings=True,
     )
 
 
@@ -215,12 +218,16 @@ HttpsUrl = Annotated[str, AfterValidator(described(
 
 class ResourceAmounts(Model):
     cpu: CpuQuantity
+    """CPU, as Kubernetes writes it (`250m`, `2`)."""
     memory: MemoryQuantity
+    """Memory, as Kubernetes writes it (`256Mi`, `2Gi`)."""
 
 
 class Resources(Model):
     requests: ResourceAmounts
+    """What the scheduler reserves for each pod; autoscaling targets are shares of it."""
     limits: ResourceAmounts
+    """The most each container may use (at least the requests)."""
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> Self:
@@ -237,23 +244,36 @@ class Resources(Model):
 
 class ScalingPolicy(Model):
     type: Literal["Pods", "Percent"]
+    """Whether `value` counts pods or a percentage of the current replicas."""
     value: Annotated[int, Field(ge=1)]
+    """How many pods (or what percentage) one step may add or remove."""
     period_seconds: Annotated[int, Field(ge=1, le=1800)]
+    """The window the step's size applies to."""
 
 
 class ScalingRules(Model):
     stabilization_window_seconds: Annotated[int, Field(ge=0, le=3600)]
+    """How long the autoscaler looks back before it changes the replicas (damps flapping)."""
     select_policy: Literal["Max", "Min"] = "Max"
+    """Of several policies, the one that allows the most (`Max`) or the least change."""
     policies: Annotated[list[ScalingPolicy], Field(min_length=1)]
+    """How fast the replicas may change."""
 
 
 class Autoscaling(Model):
     min_replicas: Annotated[int, Field(ge=1)]
+    """The floor of the HorizontalPodAutoscaler (the production floor says 3 in prod)."""
     max_replicas: Annotated[int, Field(ge=1)]
+    """The ceiling of the HorizontalPodAutoscaler (at most 100)."""
     target_cpu_percent: Percent
+    """Average CPU use, as a percentage of the request, the autoscaler holds."""
     target_memory_percent: Percent | None = None
+    """Average memory use, as a percentage of the request, the autoscaler holds; unset: CPU
+    only."""
     scale_up: ScalingRules
+    """How fast it adds pods."""
     scale_down: ScalingRules
+    """How fast it removes pods."""
 
     @model_validator(mode="after")
     def _bounds_ordered(self) -> Self:
@@ -266,11 +286,15 @@ class Autoscaling(Model):
 
 class Disruption(Model):
     min_available: Annotated[int, Field(ge=1)]
+    """Pods the PodDisruptionBudget keeps running through evictions (node drains); below the
+    part's replica floor."""
 
 
 class Storage(Model):
     size: StorageQuantity
+    """The size of each replica's volume claim (`5Gi`)."""
     storage_class: DnsLabel | None = None
+    """The StorageClass of the claims; unset: the cluster's default."""
 
 
 def require_distinct_ports(ports: Mapping[str, int]) -> None:
@@ -320,16 +344,17 @@ def require_scalable(resources: Resources, autoscaling: Autoscaling) -> None:
 class ImageBuild(Model):
     """A part whose images the stack builds (pulumi-docker) instead of pulling pinned ones."""
 
-    # Registry host and path the stack pushes an image it builds to (docker login done by CI).
     registry: Registry
-    # The Debian bookworm image the Dockerfiles start from (their BASE argument); unset, each
-    # Dockerfile's upstream default. The local stack names the mmdebstrap base that
-    # scripts/images pushes to its own registry.
+    """Registry host and path the stack pushes the images it builds to (docker login done by
+    CI)."""
     base_image: ImageRef | None = None
-    # A folder of PEM CA certificates (*.crt) the build steps that fetch over HTTPS (pip) trust
-    # besides the public ones: for builds behind a TLS-inspecting egress proxy. Only the build
-    # stage trusts them; the image the pods run does not. A missing folder adds none.
+    """The Debian bookworm image the Dockerfiles start from (their BASE argument); unset, each
+    Dockerfile's upstream default. The local stack names the mmdebstrap base that
+    scripts/images pushes to its own registry."""
     extra_ca_certificates: str | None = None
+    """A folder of PEM CA certificates (*.crt) the build steps that fetch over HTTPS (pip)
+    trust besides the public ones: for builds behind a TLS-inspecting egress proxy. Only the
+    build stage trusts them; the image the pods run does not. A missing folder adds none."""
 
 
 def require_stand_in_build(stand_in: str | bool | None, image_build: ImageBuild | None) -> None:
@@ -342,8 +367,14 @@ def require_stand_in_build(stand_in: str | bool | None, image_build: ImageBuild 
 
 class Features(Model):
     sip_tls: bool = True
+    """SIP over TLS (5061) on HAProxy and OpenSIPS, TLS 1.3 only, with sipTlsCertificate."""
     sip_udp_load_balancer: bool = True
+    """A LoadBalancer Service (externalTrafficPolicy Local) for SIP over UDP to OpenSIPS:
+    HAProxy does not proxy UDP."""
     grafana: bool = True
-    # Off where its image cannot be had (local): nothing on the call path needs it.
+    """Grafana with its Prometheus datasource and the call-path dashboard."""
     clickhouse: bool = True
+    """ClickHouse for the engines' CDR analytics. Off where its image cannot be had (local):
+    nothing on the call path needs it."""
     compliance_jobs: bool = True
+    """The NCC compliance CronJobs and their audit exporter."""

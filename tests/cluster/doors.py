@@ -49,6 +49,7 @@ class Accounts:
     store: list[tuple[str, str]]  # (user, password) for the breaker store's ACL
     database: list[tuple[str, str]]  # (user, password) for PostgreSQL/YSQL
     client_certificates: list[tuple[Path, Path, Path]]  # (CA, certificate, key)
+    s3: list[tuple[str, str]]  # (access key, secret key) for the S3 API
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,25 @@ def _http(address: str, port: int, path: str, account: tuple[str, str] | None,
     status = re.match(rb"HTTP/\S+ (\d{3})", answer)
     body = answer.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in answer else b""
     return (int(status.group(1)) if status else 0), body
+
+
+def _s3_answers(address: str, port: int, access: str, secret: str) -> bool:
+    """Whether the S3 API answers a signed request (AWS Signature V4) with these keys. The
+    certificate names the Service, not the pod's address: what is checked here is who may ask,
+    not which server answers."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=f"https://{address}:{port}",
+                          region_name="us-east-1", aws_access_key_id=access,
+                          aws_secret_access_key=secret, verify=False,
+                          config=Config(s3={"addressing_style": "path"},
+                                        retries={"max_attempts": 1}))
+    try:
+        client.list_buckets()
+    except Exception:
+        return False
+    return True
 
 
 def _postgres_asks_for_a_password(address: str, port: int) -> bool:
@@ -273,6 +293,19 @@ def classify(found: Listening, address: str, pod: Any, accounts: Accounts) -> Ve
         if completed and answer.startswith(SIP_ANSWER):
             return Verdict(found, "sip", "answers SIP OPTIONS over TLS"
                            + (" after a PROXY header" if prefix else ""))
+    completed, answer = _tls_exchange(
+        address, found.port, f"GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n"
+                             "\r\n".encode())
+    if completed and answer.startswith(HTTP_ANSWER):
+        status = re.match(rb"HTTP/\S+ (\d{3})", answer)
+        code = int(status.group(1)) if status else 0
+        if code not in (401, 403):
+            return Verdict(found, "door", f"HTTPS {code} to a stranger")
+        for access, secret in accounts.s3:
+            if _s3_answers(address, found.port, access, secret):
+                return Verdict(found, "refuses", f"HTTPS {code} without an account, the S3 "
+                                                 "API answers the platform's keys")
+        return Verdict(found, "door", f"HTTPS {code} to every account the platform has")
     completed, _ = _tls_exchange(address, found.port, b"")
     if not completed:
         for certificate in accounts.client_certificates:

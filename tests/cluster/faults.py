@@ -25,6 +25,7 @@ from typing import Any
 from pulumi import automation as auto
 
 from components.opensips.config_files import exported_metric
+from stacks.pod_logs import pod_log
 from stacks.render import Rendering
 from tests.cluster.kube import Cluster, job_of, readiness
 from tests.cluster.load import LoadResult, SteadyLoad
@@ -153,8 +154,8 @@ def connection_endings(platform: Platform, seconds: float) -> dict[str, Any]:
     def log_of(pod: Any, container: str) -> str:
         # A container restarting just now has no log to give: say so instead of failing.
         try:
-            return str(core.read_namespaced_pod_log(pod.metadata.name, platform.namespace,
-                                                    container=container, since_seconds=since))
+            return pod_log(core, pod.metadata.name, platform.namespace,
+                           container=container, since_seconds=since)
         except ApiException as error:
             return f"ERROR: no log from {pod.metadata.name}: {error.reason}"
 
@@ -254,7 +255,7 @@ def breaker_answers_again(platform: Platform, work: Path) -> bool:
 
 
 def run_report_job(platform: Platform, name: str, secret: dict[str, str],
-                   environment: dict[str, str]) -> None:
+                   environment: dict[str, str], arguments: list[str] | None = None) -> None:
     """The daily report's CronJob template started now (as `kubectl create job --from` does),
     with its credentials Secret and some variables replaced: where a test serves the
     regulator's SFTP and API. `secret` holds the files that differ from the deployed Secret."""
@@ -277,6 +278,8 @@ def run_report_job(platform: Platform, name: str, secret: dict[str, str],
     container.env = [variable for variable in container.env
                      if variable.name not in environment] + [
         kube_client.V1EnvVar(name=key, value=value) for key, value in environment.items()]
+    if arguments is not None:
+        container.args = arguments
     batch.create_namespaced_job(namespace, job)
 
 
@@ -290,7 +293,7 @@ def job_pods(platform: Platform, name: str) -> list[tuple[int | None, str]]:
     for pod in pods:
         state = pod.status.container_statuses[0].state
         code = state.terminated.exit_code if state.terminated else None
-        runs.append((code, core.read_namespaced_pod_log(pod.metadata.name, platform.namespace)))
+        runs.append((code, pod_log(core, pod.metadata.name, platform.namespace)))
     return runs
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from components.opensips.config_files import SIDECAR_METRICS_PORT, exported_metric
+from stacks.pod_logs import pod_log
 from stacks.render import Rendering
 from tests.cluster.faults import wait_for
 from tests.cluster.kube import (
@@ -155,8 +156,8 @@ def test_control_endpoints_on_the_pods_ask_for_their_account(
     # The sidecar reloaded OpenSIPS's dispatcher over the MI with its mounted password.
     for pod in core.list_namespaced_pod(
             namespace, label_selector="app.kubernetes.io/name=opensips").items:
-        log = core.read_namespaced_pod_log(pod.metadata.name, namespace,
-                                           container="dispatcher-sync")
+        log = pod_log(core, pod.metadata.name, namespace,
+                      container="dispatcher-sync")
         assert '"event": "ds_reload"' in log, log[-2000:]
     # Prometheus scrapes both with their password files: every target of the two jobs up.
     # Its DNS discovery refreshes every 30 s, so pods the stack (re)started just now may not
@@ -340,7 +341,7 @@ def test_a_failed_report_run_pages_compliance_and_not_on_call(
              "the held run's Job ended")
     pod = core.list_namespaced_pod(namespace,
                                    label_selector="job-name=ncc-report-daily-held").items[0]
-    log = core.read_namespaced_pod_log(pod.metadata.name, namespace)
+    log = pod_log(core, pod.metadata.name, namespace)
     assert job_ending(cluster, namespace, "ncc-report-daily-held") == "Failed", log
     assert "daily 2026-02-02: no-data" in log, log
     ended = time.time()
@@ -399,7 +400,9 @@ def test_no_pod_listens_on_an_open_door(deployed: tuple[Cluster, Rendering],
         store=[(user, password) for user, password in secrets["dragonfly-users"].items()
                if user != "users.acl"],
         database=[(secrets["acm-database"]["username"], secrets["acm-database"]["password"])],
-        client_certificates=certificates)
+        client_certificates=certificates,
+        s3=[(data["access-key-id"], data["secret-access-key"]) for data in secrets.values()
+            if "access-key-id" in data])
     verdicts = []
     pods = [p for p in core.list_namespaced_pod(namespace).items
             if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]

@@ -124,13 +124,14 @@ def namespace_gone(cluster: Cluster) -> None:
 
 def test_an_image_that_cannot_be_built_fails_the_up_soon_naming_it(
         first_local_up: Run, control_plane: Path, tmp_path: Path) -> None:
-    # Both stand-ins run the SIP stand-in image; from a base that does not exist it cannot be
-    # built. Everything else builds (from the cache) and the stores come up; the engine,
-    # OpenSIPS (which needs an engine) and HAProxy (which needs OpenSIPS) must not be waited on.
+    # The stand-ins run the SIP stand-in image (the webhook receiver's too); from a base that
+    # does not exist it cannot be built. Everything else builds (from the cache) and the stores
+    # come up; the engine, OpenSIPS (which needs an engine) and HAProxy (which needs OpenSIPS)
+    # must not be waited on.
     document = stack_document("local")
     broken = {"registry": "127.0.0.1:5000/acm", "baseImage": MISSING_BASE}
-    document["config"]["acm-platform:acmEngine"]["imageBuild"] = broken
-    document["config"]["acm-platform:mediaGatewayStandIn"]["imageBuild"] = dict(broken)
+    for part in ("acmEngine", "mediaGatewayStandIn", "alertReceiverStandIn"):
+        document["config"][f"acm-platform:{part}"]["imageBuild"] = dict(broken)
     config_file = write_stack_document(document, tmp_path / "Pulumi.local.yaml")
     backend = tmp_path / "state"
     backend.mkdir()

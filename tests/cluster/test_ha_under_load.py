@@ -17,6 +17,7 @@ prints its count (sent, completed, failed, worst gap, setup time) and asserts it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -27,6 +28,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from stacks.pod_logs import pod_log
 from tests.cluster.faults import (
     A_CALL_YESTERDAY,
     Platform,
@@ -272,8 +274,8 @@ def test_secrets_rotate_with_pulumi_up_under_load(platform: Platform, engine: En
         for job in ("opensips", "opensips-sidecar", "haproxy"):
             wait_for(lambda job=job: scraped(job), 180, f"{job} scraped with the new password")
         for pod in platform.pods("opensips"):
-            log = core.read_namespaced_pod_log(pod.metadata.name, namespace,
-                                               container="dispatcher-sync")
+            log = pod_log(core, pod.metadata.name, namespace,
+                          container="dispatcher-sync")
             assert '"event": "ds_reload"' in log, log[-1000:]
 
         # New TLS connections through HAProxy's passthrough meet the renewed certificate.
@@ -292,3 +294,192 @@ def test_secrets_rotate_with_pulumi_up_under_load(platform: Platform, engine: En
         restored = platform.stack.up(on_output=lambda _: None)
         assert restored.summary.result == "succeeded"
         wait_for(platform.whole, 180, "the stack back to its own secrets")
+
+
+AUDIT_TABLES = ("packages", "submissions", "http_tries", "incidents", "archives", "runs")
+
+
+def audit_snapshot(platform: Platform) -> dict[str, list[str]]:
+    return {table: database_query(platform, f"SELECT t::text FROM ncc_audit.{table} AS t"
+                                            " ORDER BY 1")
+            for table in AUDIT_TABLES}
+
+
+def in_exporter(platform: Platform, script: str) -> str:
+    """A shell command in the compliance exporter's pod: the job image, with the jobs'
+    settings and Secret (the evidence store's keys and CA among them)."""
+    from kubernetes.stream import stream
+
+    [pod] = platform.pods("ncc-compliance-exporter")[:1]
+    return str(stream(platform.cluster.core().connect_get_namespaced_pod_exec,
+                      pod.metadata.name, platform.namespace, command=["sh", "-c", script],
+                      stderr=True, stdin=False, stdout=True, tty=False))
+
+
+LOCKED_COPY_CHECK = """
+import json, sys
+from jobs.archive import store_client
+from jobs.settings import load_settings
+settings = load_settings()
+s3 = store_client(settings)
+key = sys.argv[1]
+version = s3.head_object(Bucket=settings.evidence_bucket, Key=key)["VersionId"]
+answers = {}
+try:
+    s3.delete_object(Bucket=settings.evidence_bucket, Key=key, VersionId=version)
+    answers["delete"] = "deleted"
+except Exception as error:
+    answers["delete"] = getattr(error, "response", {}).get("Error", {}).get("Code", str(error))
+try:
+    s3.put_object(Bucket=settings.evidence_bucket, Key=key, Body=b"{}", IfNoneMatch="*")
+    answers["overwrite"] = "written"
+except Exception as error:
+    answers["overwrite"] = type(error).__name__
+answers["versions"] = [v["VersionId"] for v in s3.list_object_versions(
+    Bucket=settings.evidence_bucket, Prefix=key)["Versions"]] == [version]
+answers["retention"] = s3.get_object_retention(Bucket=settings.evidence_bucket,
+                                               Key=key)["Retention"]["Mode"]
+print(json.dumps(answers))
+"""
+
+
+def test_the_evidence_survives_the_database_and_a_restore_gives_back_the_same_bytes(
+        platform: Platform, tmp_path: Path) -> None:
+    """The restore drill (issue #33) on the real node: a day submitted to the regulator's
+    stand-ins is archived write-once in the local object store; a backup is taken by the
+    backup CronJob's Job; the database is destroyed (its StatefulSet and its volume) and made
+    new by `pulumi up`; `acmctl restore-database` brings the backup back. Then the audit trail
+    is the same row for row, the day generated again is byte-identical to what was archived,
+    uploaded and recorded, a re-run sends nothing, and the archived copy can be neither
+    deleted nor overwritten."""
+    import datetime as dt
+    import json
+    import os
+    import subprocess
+    import time
+
+    from components.compliance import SECRETS_MOUNT
+    from jobs import settings as job_settings
+    from tests.cluster.kube import job_of
+    from tests.engine import REPO
+
+    license_number = platform.rendering.config.compliance.license_number
+    namespace, core = platform.namespace, platform.cluster.core()
+    batch, apps = platform.cluster.batch(), platform.cluster.apps()
+    day = (dt.datetime.now(dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=1))).date()
+           - dt.timedelta(days=2)).isoformat()
+    database_query(platform, "INSERT INTO acm.call_records VALUES (900002, timestamptz "
+                             f"'{day} 12:00+01', '08030000000', '08039999999', 25)"
+                             " ON CONFLICT DO NOTHING RETURNING call_id")
+
+    def wait_job(name: str, timeout: float = 300) -> tuple[str | None, str]:
+        wait_for(lambda: job_ending(platform.cluster, namespace, name) is not None, timeout,
+                 f"the Job {name}")
+        return job_ending(platform.cluster, namespace, name), "\n".join(
+            log for _, log in job_pods(platform, name))
+
+    with sftp_server(tmp_path / "sftp", host=NODE_ADDRESS) as sftp, \
+            AtrsStandin(trustme.CA(), tmp_path, license_number=license_number,
+                        sftp_root=sftp.root, host=NODE_ADDRESS) as atrs:
+        secret = {job_settings.ATRS_CLIENT_ID: atrs.client_id,
+                  job_settings.ATRS_CLIENT_SECRET: atrs.client_secret,
+                  job_settings.SFTP_PRIVATE_KEY: sftp.client_key,
+                  job_settings.SFTP_KNOWN_HOSTS: sftp.known_hosts,
+                  "atrs-ca.pem": atrs.ca_file.read_text()}
+        sending = {"NCC_DRY_RUN": "false", "NCC_SFTP_HOST": sftp.host,
+                   "NCC_SFTP_PORT": str(sftp.port), "NCC_SFTP_USER": sftp.user,
+                   "NCC_SFTP_DIRECTORY": str(sftp.root), "NCC_ATRS_BASE_URL": atrs.base_url,
+                   "NCC_ATRS_CA_FILE": f"{SECRETS_MOUNT}/atrs-ca.pem"}
+        try:
+            run_report_job(platform, "ncc-drill-send", secret, sending,
+                           ["daily", "--date", day])
+            ended, log = wait_job("ncc-drill-send")
+            assert ended == "Complete", log
+            assert "evidence: 1 archived" in log, log
+            [accepted] = [a for a in atrs.accepted if a.period == day]
+            [archive] = [json.loads(row) for row in database_query(
+                platform, "SELECT row_to_json(a)::text FROM ncc_audit.archives a JOIN"
+                          f" ncc_audit.submissions s USING (submission_id) WHERE s.period = "
+                          f"'{day}'")]
+
+            # The backup, as its CronJob takes it.
+            started = time.monotonic()
+            batch.create_namespaced_job(namespace, job_of(
+                batch.read_namespaced_cron_job("ncc-report-backup", namespace), "ncc-drill-backup"))
+            ended, log = wait_job("ncc-drill-backup")
+            backup_seconds = time.monotonic() - started
+            assert ended == "Complete", log
+            backup = re.search(r"^backup (\S+): (\d+) bytes", log, re.M)
+            assert backup is not None, log
+            key = backup.group(1)
+            before = audit_snapshot(platform)
+
+            # The database lost: its StatefulSet and its volume; `pulumi up` makes a new one.
+            apps.delete_namespaced_stateful_set("yb-tserver", namespace)
+            core.delete_namespaced_persistent_volume_claim("data-yb-tserver-0", namespace)
+            wait_for(lambda: not platform.pods("yb-tserver") and not [
+                c for c in core.list_namespaced_persistent_volume_claim(namespace).items
+                if c.metadata.name == "data-yb-tserver-0"], 180, "the database gone")
+            platform.stack.refresh(on_output=lambda _: None)
+            remade = platform.stack.up(on_output=lambda _: None)
+            assert remade.summary.result == "succeeded"
+            wait_for(platform.whole, 240, "every workload ready with a new database")
+            assert database_query(platform, "SELECT to_regclass('ncc_audit.archives')") == []
+
+            # The one documented command.
+            started = time.monotonic()
+            restored = subprocess.run(
+                [str(REPO / ".venv" / "bin" / "acmctl"), "restore-database", "local",
+                 "--backup", key], capture_output=True, text=True, timeout=900, cwd=REPO,
+                env={**os.environ, "KUBECONFIG": str(REPO / ".state" / "kubeconfig")})
+            restore_seconds = time.monotonic() - started
+            assert restored.returncode == 0, restored.stdout + restored.stderr
+            print(f"\nbackup: {int(backup.group(2))} bytes in {backup_seconds:.0f} s (the Job); "
+                  f"restore: {restore_seconds:.0f} s (acmctl restore-database)")
+
+            # (a) The audit trail, row for row; the backup's own run, which its dump caught
+            # running, closed by the restore.
+            after = audit_snapshot(platform)
+            assert {t: rows for t, rows in after.items() if t != "runs"} == \
+                {t: rows for t, rows in before.items() if t != "runs"}
+            assert len(after["runs"]) == len(before["runs"])
+            assert database_query(platform, "SELECT count(*) FROM ncc_audit.runs WHERE"
+                                            " finished_at IS NULL") == ["0"]
+
+            # (b) The day generated again from the restored database: byte-identical to what
+            # the regulator's server holds, to the archived copies and to the recorded sums.
+            printed = in_exporter(platform, f"ncc-report daily --date {day} --dry-run --out "
+                                            f"/scratch/drill >/dev/null && cd /scratch/drill/"
+                                            f"daily/{day} && sha256sum *")
+            regenerated = {line.split()[1]: line.split()[0] for line in printed.splitlines()
+                           if len(line.split()) == 2}
+            uploaded = {entry["name"]: entry["sha256"] for entry in accepted.body["files"]}
+            archived = {entry["key"].rsplit("/", 1)[1]: entry["sha256"]
+                        for entry in archive["objects"] if "/files/" in entry["key"]}
+            assert regenerated == uploaded == archived, (regenerated, uploaded, archived)
+            for name, digest in uploaded.items():
+                assert hashlib.sha256((sftp.root / name).read_bytes()).hexdigest() == digest
+
+            # (c) A re-run of that day sends nothing: already accepted.
+            posts = len(atrs.calls("POST", "/compliance"))
+            run_report_job(platform, "ncc-drill-rerun", secret, sending,
+                           ["daily", "--date", day])
+            ended, log = wait_job("ncc-drill-rerun")
+            assert ended == "Complete", log
+            assert f"daily {day}: already-accepted" in log, log
+            assert len(atrs.calls("POST", "/compliance")) == posts
+        finally:
+            for name in ("ncc-drill-send", "ncc-drill-backup", "ncc-drill-rerun"):
+                with contextlib.suppress(Exception):
+                    batch.delete_namespaced_job(name, namespace,
+                                                propagation_policy="Background")
+                with contextlib.suppress(Exception):
+                    core.delete_namespaced_secret(name, namespace)
+
+    # (d) The archived copy can be neither deleted nor overwritten before its retain-until.
+    answers = json.loads(in_exporter(
+        platform, f"python - {archive['key_prefix']}manifest.json <<'EOF'\n"
+                  f"{LOCKED_COPY_CHECK}\nEOF").strip().splitlines()[-1])
+    assert answers["delete"] == "AccessDenied", answers
+    assert answers["overwrite"] != "written" and answers["versions"] is True, answers
+    assert answers["retention"] == "COMPLIANCE", answers
