@@ -27,7 +27,7 @@ from pulumi import automation as auto
 from components.opensips.config_files import exported_metric
 from stacks.pod_logs import pod_log
 from stacks.render import Rendering
-from tests.cluster.kube import Cluster, job_of, readiness
+from tests.cluster.kube import Cluster, job_of, pod_exec, readiness
 from tests.cluster.load import LoadResult, SteadyLoad
 from tests.conftest import REPO
 from tests.engine import stack_document, write_stack_document
@@ -123,20 +123,16 @@ class Platform:
         """A command to the breaker store as OpenSIPS's user (the default user is off)."""
         import base64
 
-        from kubernetes.stream import stream
-
         from components.opensips.config_files import STORE_USER
 
         core = self.cluster.core()
         password = base64.b64decode(core.read_namespaced_secret(
             "dragonfly-users", self.namespace).data[STORE_USER]).decode()
         pod = self.pods("dragonfly")[0]
-        return str(stream(core.connect_get_namespaced_pod_exec,
-                          pod.metadata.name, self.namespace, container="dragonfly",
-                          command=["redis-cli", "-p", str(self.rendering.config.dragonfly.port),
-                                   "--user", STORE_USER, "--pass", password,
-                                   "--no-auth-warning", *command],
-                          stderr=True, stdin=False, stdout=True, tty=False)).strip()
+        return pod_exec(core, pod.metadata.name, self.namespace,
+                        ["redis-cli", "-p", str(self.rendering.config.dragonfly.port),
+                         "--user", STORE_USER, "--pass", password, "--no-auth-warning",
+                         *command], container="dragonfly").strip()
 
 
 # HAProxy's tcplog line: ... Tw/Tc/Tt bytes <termination state> actconn/...; the state's first
@@ -304,18 +300,14 @@ def database_query(platform: Platform, query: str) -> list[str]:
 
 
 def database_rows(cluster: Cluster, namespace: str, query: str) -> list[str]:
-    from kubernetes.stream import stream
-
     [pod] = [p for p in cluster.core().list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/name=yb-tserver").items
         if p.status.phase == "Running" and p.metadata.deletion_timestamp is None][:1]
     script = ('PGPASSWORD=$(cat /etc/acm/database/password) psql -h /tmp -p "$ACM_DATABASE_PORT"'
               ' -U "$(cat /etc/acm/database/username)" -d acm -v ON_ERROR_STOP=1 -Atc "$1"')
-    output = stream(cluster.core().connect_get_namespaced_pod_exec,
-                    pod.metadata.name, namespace, container="yb-tserver",
-                    command=["sh", "-c", script, "query", query],
-                    stderr=True, stdin=False, stdout=True, tty=False)
-    return [line for line in str(output).splitlines() if line.strip()]
+    output = pod_exec(cluster.core(), pod.metadata.name, namespace,
+                      ["sh", "-c", script, "query", query], container="yb-tserver")
+    return [line for line in output.splitlines() if line.strip()]
 
 
 # One call at noon WAT yesterday (the database's clock): the day the report jobs file next

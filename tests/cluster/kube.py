@@ -71,6 +71,24 @@ class Cluster:
         return True
 
 
+def pod_exec(core: kube_client.CoreV1Api, pod: str, namespace: str, command: list[str],
+             container: str | None = None, timeout: int = 120) -> str:
+    """What a command run in a pod printed (stdout and stderr), as text. The client's
+    `stream()` with its content preloaded runs the output through `json.loads` like any
+    response, so an output that is one JSON document came back as a dict's repr."""
+    from kubernetes.stream import stream
+
+    options = {"container": container} if container is not None else {}
+    client = stream(core.connect_get_namespaced_pod_exec, pod, namespace, command=command,
+                    stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False,
+                    **options)
+    try:
+        client.run_forever(timeout=timeout)
+        return str(client.read_all())
+    finally:
+        client.close()
+
+
 def job_ending(cluster: Cluster, namespace: str, name: str) -> str | None:
     """"Complete" or "Failed" once the Job has ended, else None."""
     status = cluster.batch().read_namespaced_job(name, namespace).status

@@ -27,6 +27,7 @@ from tests.cluster.kube import (
     job_ending,
     job_of,
     node_port,
+    pod_exec,
     prometheus_api,
     prometheus_query,
     readiness,
@@ -59,16 +60,12 @@ def deployed(control_plane: Path, engine: Engine) -> Iterator[tuple[Cluster, Ren
 
 def engine_messages(cluster: Cluster, namespace: str) -> str:
     """What every engine stand-in pod received (its SIPp message trace)."""
-    from kubernetes.stream import stream
-
     core = cluster.core()
     texts = []
     for pod in core.list_namespaced_pod(
             namespace, label_selector="app.kubernetes.io/name in (acm-engine,acm-engine-backup)"
     ).items:
-        texts.append(stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, namespace,
-                            command=["cat", "/tmp/messages.log"], stderr=True, stdin=False,
-                            stdout=True, tty=False))
+        texts.append(pod_exec(core, pod.metadata.name, namespace, ["cat", "/tmp/messages.log"]))
     return "\n".join(texts)
 
 

@@ -41,7 +41,7 @@ from tests.cluster.faults import (
     run_report_job,
     wait_for,
 )
-from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, pod_exec
 from tests.conftest import rendering_of
 from tests.engine import Engine
 from tests.jobs.atrs_standin import AtrsStandin, Fault
@@ -308,12 +308,9 @@ def audit_snapshot(platform: Platform) -> dict[str, list[str]]:
 def in_exporter(platform: Platform, script: str) -> str:
     """A shell command in the compliance exporter's pod: the job image, with the jobs'
     settings and Secret (the evidence store's keys and CA among them)."""
-    from kubernetes.stream import stream
-
     [pod] = platform.pods("ncc-compliance-exporter")[:1]
-    return str(stream(platform.cluster.core().connect_get_namespaced_pod_exec,
-                      pod.metadata.name, platform.namespace, command=["sh", "-c", script],
-                      stderr=True, stdin=False, stdout=True, tty=False))
+    return pod_exec(platform.cluster.core(), pod.metadata.name, platform.namespace,
+                    ["sh", "-c", script])
 
 
 LOCKED_COPY_CHECK = """

@@ -24,7 +24,7 @@ from components.base.kube import CONFIG_HASH_ANNOTATION
 from stacks.pod_logs import pod_log
 from stacks.render import Rendering
 from tests.cluster.faults import A_CALL_YESTERDAY, database_rows
-from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, readiness
+from tests.cluster.kube import NODE_ADDRESS, Cluster, job_ending, job_of, pod_exec, readiness
 from tests.conftest import REPO, rendering_of
 from tests.engine import Engine
 from tests.smoke.write_plan import longest_gap_seconds
@@ -219,7 +219,6 @@ def full_smoke_options(cluster: Cluster, rendering: Rendering) -> list[str]:
 
 def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
         live_stack: tuple[Cluster, Rendering, Path], tmp_path: Path) -> None:
-    from kubernetes.stream import stream
 
     cluster, rendering, kubeconfig = live_stack
     namespace, core = rendering.config.namespace, cluster.core()
@@ -250,9 +249,7 @@ def test_the_full_suite_passes_on_real_pods_and_each_break_turns_its_checks_red(
     assert any("opensips" in name for name in config_checks), config_checks
 
     def in_pod(pod: str, command: str) -> str:
-        return str(stream(core.connect_get_namespaced_pod_exec, pod, namespace,
-                          command=["sh", "-c", command], container="opensips", stderr=True,
-                          stdin=False, stdout=True, tty=False))
+        return pod_exec(core, pod, namespace, ["sh", "-c", command], container="opensips")
 
     # A wrong config file: the Deployment edited by hand to mount a copy of its ConfigMap
     # with one line added (the rendered ConfigMaps are immutable). OpenSIPS runs happily on
