@@ -44,16 +44,25 @@ CLICKHOUSE_SECRET_DIR = "/etc/acm/clickhouse"
 
 class AcmEngineConfig(Model):
     image: ImageRef
+    """The engine's image, pinned by tag or digest."""
     resources: Resources
+    """CPU and memory of each engine pod."""
     autoscaling: Autoscaling
+    """The active engines' HorizontalPodAutoscaler."""
     pdb: Disruption
+    """The active engines' PodDisruptionBudget."""
     backup_replicas: Annotated[int, Field(ge=0, le=10)]
+    """Standby engines, used only when no active engine answers."""
     http_port: Port = 8080
+    """The engine's HTTP port (`/health`, `/metrics` with its account)."""
     sip_port: Port = 5060
+    """The engine's SIP port."""
     image_build: ImageBuild | None = None
-    # True: the SIPp stand-in the SIP tests use (302 clean, 603 for +23490, 200 to OPTIONS,
-    # /health) in the engine's place, built by the stack; for clusters without the product.
+    """Build the engine stand-in's image here (`local` only: the real engine's image cannot be had).
+    """
     stand_in: bool = False
+    """True: the SIPp stand-in the SIP tests use (302 clean, 603 for +23490, 200 to OPTIONS,
+    /health) in the engine's place, built by the stack; for clusters without the product."""
 
     @model_validator(mode="after")
     def _pdb_below_floor(self) -> Self:
@@ -73,8 +82,8 @@ class AcmEngineConfig(Model):
 class AcmEngineArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -87,21 +96,21 @@ class AcmEngineArgs(BaseModel):
     database_secret_name: str
     dragonfly_host: str
     dragonfly_port: int
-    # The Secret holding the engines' password in the breaker store (key STORE_USER).
     dragonfly_secret_name: str
+    """The Secret holding the engines' password in the breaker store (key STORE_USER)."""
     clickhouse_url: str
-    # The engines' ClickHouse user, and the Secret holding its password (key: the user).
     clickhouse_user: str
+    """The engines' ClickHouse user, and the Secret holding its password (key: the user)."""
     clickhouse_secret_name: str
     clickhouse_password: str
-    # What the engines read at start (the database password as an environment variable, the
-    # store password as a file), for the pod template's keyed digest under the stack's
-    # secretsDigestKey: a rotated one rolls the engines.
     database_password: str
+    """What the engines read at start (the database password as an environment variable, the store
+    password as a file), for the pod template's keyed digest under the stack's secretsDigestKey: a
+    rotated one rolls the engines."""
     store_password: str
     digest_key: str
-    # The account Prometheus scrapes the engines' /metrics with (Secret METRICS_SECRET).
     metrics_password: str
+    """The account Prometheus scrapes the engines' /metrics with (Secret METRICS_SECRET)."""
 
 
 class AcmEngine(pulumi.ComponentResource):

@@ -113,9 +113,11 @@ EmailAddress = Annotated[str, AfterValidator(described(
 
 class WebhookReceiver(Model):
     url: WebUrl
-    # Basic auth toward the receiver: both or neither.
+    """The webhook's URL."""
     username: str | None = None
+    """Basic auth toward the receiver: both or neither."""
     credential: CredentialName | None = None
+    """The key of `alertmanagerCredentials` holding the webhook's bearer token; unset: none."""
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> Self:
@@ -126,31 +128,45 @@ class WebhookReceiver(Model):
 
 
 class PagerDutyReceiver(Model):
-    # The Events API v2 integration (routing) key.
     credential: CredentialName
+    """The Events API v2 integration (routing) key."""
     url: WebUrl | None = None
+    """The Events API URL; unset: PagerDuty's."""
 
 
 class OpsgenieReceiver(Model):
     credential: CredentialName  # the API key
+    """The key of `alertmanagerCredentials` holding the Opsgenie API key."""
     api_url: WebUrl | None = None
+    """The Opsgenie API URL; unset: Opsgenie's."""
 
 
 class EmailReceiver(Model):
     to: Annotated[list[EmailAddress], Field(min_length=1)]
+    """The addresses notified."""
     sender: EmailAddress
+    """The From address."""
     smarthost: Host
+    """The SMTP server."""
     smarthost_port: Port = 587
+    """The SMTP server's port (STARTTLS required)."""
     username: str
+    """The SMTP user."""
     credential: CredentialName
+    """The key of `alertmanagerCredentials` holding the SMTP password."""
 
 
 class Receiver(Model):
     name: DnsLabel
+    """The receiver's name, used by `routes`."""
     webhook: WebhookReceiver | None = None
+    """A generic webhook."""
     pagerduty: PagerDutyReceiver | None = None
+    """PagerDuty (Events API v2); its routing key is the credential named after the receiver."""
     opsgenie: OpsgenieReceiver | None = None
+    """Opsgenie."""
     email: EmailReceiver | None = None
+    """Email through an SMTP smarthost."""
 
     def integrations(self) -> list[Model]:
         return [i for i in (self.webhook, self.pagerduty, self.opsgenie, self.email)
@@ -164,17 +180,21 @@ class Routes(Model):
     """Which receiver gets what an alert is about; an absent route falls to `default`."""
 
     default: DnsLabel
-    # Every Ncc* alert (area=compliance): at once, repeated until resolved.
+    """The receiver of alerts no other route takes."""
     compliance: DnsLabel | None = None
-    # The SIP path's critical alerts (area=sip-path, severity=critical).
+    """Every Ncc* alert (area=compliance): at once, repeated until resolved."""
     on_call: DnsLabel | None = None
-    # Every other warning.
+    """The SIP path's critical alerts (area=sip-path, severity=critical)."""
     warnings: DnsLabel | None = None
-    # The always-firing Watchdog: its receiver notices when notifications stop.
+    """Every other warning."""
     watchdog: DnsLabel | None = None
+    """The always-firing Watchdog: its receiver notices when notifications stop."""
     compliance_repeat_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = 60
+    """Minutes between repeats of an unresolved compliance (`Ncc*`) alert."""
     on_call_repeat_minutes: Annotated[int, Field(ge=5, le=24 * 60)] = 4 * 60
+    """Minutes between repeats of an unresolved on-call alert."""
     watchdog_repeat_minutes: Annotated[int, Field(ge=1, le=60)] = 5
+    """Minutes between the Watchdog's notifications (the dead man's switch expects them)."""
 
     def named(self) -> dict[str, str]:
         return {key: value for key in ("default", "compliance", "on_call", "warnings", "watchdog")
@@ -183,15 +203,22 @@ class Routes(Model):
 
 class AlertmanagerConfig(Model):
     image: ImageRef
+    """Alertmanager's image, pinned by tag or digest."""
     image_build: ImageBuild | None = None
+    """Build Alertmanager's image here (from the Go module proxy) instead."""
     replicas: Annotated[int, Field(ge=1, le=5)] = 1
+    """Alertmanager pods, gossiping as one cluster (3 in prod)."""
     resources: Resources
+    """CPU and memory of each Alertmanager pod."""
     storage: Storage
+    """Each Alertmanager's volume (silences, notification log)."""
     receivers: Annotated[list[Receiver], Field(min_length=1)]
+    """Where notifications go; each names the credential it reads from `alertmanagerCredentials`."""
     routes: Routes
-    # Where the receivers are, outside the cluster (PagerDuty, Opsgenie, the mail relay): the
-    # only egress its NetworkPolicy allows besides DNS and its peers.
+    """Which receiver gets which alerts."""
     egress_cidrs: Annotated[list[Network], Field(default_factory=list)]
+    """Where the receivers are, outside the cluster (PagerDuty, Opsgenie, the mail relay): the only
+    egress its NetworkPolicy allows besides DNS and its peers."""
 
     @model_validator(mode="after")
     def _receivers_are_known_and_unique(self) -> Self:
@@ -345,10 +372,10 @@ class AlertmanagerArgs(BaseModel):
     instance: str
     settings: AlertmanagerConfig
     control_password: str
-    # The secret alertmanagerCredentials (a JSON object), or its offline placeholder.
     credentials: str
-    # The stack's secretsDigestKey: the web config's bcrypt salt is keyed with it.
+    """The secret alertmanagerCredentials (a JSON object), or its offline placeholder."""
     digest_key: str
+    """The stack's secretsDigestKey: the web config's bcrypt salt is keyed with it."""
     priority_class: str
     node_topology_key: str
     zone_topology_key: str

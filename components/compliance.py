@@ -67,8 +67,11 @@ SECRET_FILES = {
 
 class ReportSchedule(Model):
     schedule: CronSchedule
+    """When the CronJob runs (cron syntax, Africa/Lagos time)."""
     starting_deadline_seconds: Annotated[int, Field(ge=10)]
+    """Seconds after its time a missed run may still start."""
     active_deadline_seconds: Annotated[int, Field(ge=60)]
+    """Seconds a run may take before Kubernetes stops it."""
 
 
 # When the regulator must have each report, in minutes after WAT midnight of the run's day, and
@@ -80,9 +83,13 @@ INCIDENT_DUE_SECONDS = int(periods.INCIDENT_DEADLINE.total_seconds())
 
 class ComplianceReports(Model):
     daily: ReportSchedule
+    """The daily package (due 06:00 WAT for the day before)."""
     weekly: ReportSchedule
+    """The weekly package."""
     monthly: ReportSchedule
+    """The monthly package and its PDF."""
     incidents: ReportSchedule
+    """The incident feed (each incident within its deadline)."""
 
     def by_command(self) -> dict[str, ReportSchedule]:
         """Each CronJob's schedule, by the ncc-report command it runs."""
@@ -135,17 +142,20 @@ class EvidenceStore(Model):
     evidenceStoreAccessKeyId and evidenceStoreSecretAccessKey."""
 
     endpoint: HttpsUrl
+    """The S3 endpoint (HTTPS, verified)."""
     bucket: S3Bucket
+    """The bucket, created with Object Lock (prod refuses one that does not lock)."""
     region: str = "us-east-1"
-    # A CA certificate (PEM) for the store's TLS; unset: the image's trust store.
+    """The S3 region."""
     ca_certificate: str | None = None
-    # How long each archived object is locked after the regulator accepted it.
+    """A CA certificate (PEM) for the store's TLS; unset: the image's trust store."""
     retention_days: Annotated[int, Field(ge=1, le=36500)] = SEVEN_YEARS_DAYS
-    # Only for a store the project runs itself (local): the job makes the bucket, with
-    # Object Lock, where it is missing.
+    """How long each archived object is locked after the regulator accepted it."""
     create_bucket: bool = False
-    # Where the store is, outside the cluster: the jobs' only egress besides the regulator's.
+    """Only for a store the project runs itself (local): the job makes the bucket, with Object Lock,
+    where it is missing."""
     egress_cidrs: Annotated[list[Network], Field(default_factory=list)]
+    """Where the store is, outside the cluster: the jobs' only egress besides the regulator's."""
 
 
 class DatabaseBackup(Model):
@@ -153,39 +163,60 @@ class DatabaseBackup(Model):
     identity that decrypts it is the secret backupIdentity, kept outside the cluster)."""
 
     schedule: CronSchedule = "15 2 * * *"
+    """When the backup CronJob runs (cron syntax, Africa/Lagos time)."""
     starting_deadline_seconds: Annotated[int, Field(ge=10)] = 600
+    """Seconds after its time a missed backup may still start."""
     active_deadline_seconds: Annotated[int, Field(ge=60)] = 3600
+    """Seconds a backup may take before Kubernetes stops it."""
     keep_days: Annotated[int, Field(ge=1, le=3650)] = 35
+    """Days each backup is kept (locked) before it is pruned."""
     recipient: AgeRecipient
+    """The age recipient (`age1...`) backups are encrypted to; its identity stays outside the
+    cluster."""
 
 
 class ComplianceConfig(Model):
-    # Deployed as is unless imageBuild is set; then built from jobs/Dockerfile and pushed.
     image: ImageRef
+    """Deployed as is unless imageBuild is set; then built from jobs/Dockerfile and pushed."""
     image_build: ImageBuild | None = None
+    """Build the job image (`jobs/Dockerfile`) here and push it to this registry."""
     resources: Resources
+    """CPU and memory of each report Job's pod."""
     license_number: LicenseNumber
+    """The operator's NCC licence number, as the regulator writes it in file names."""
     ncc_environment: Literal["sandbox", "production"]
-    # The first WAT day the platform holds call records for under this licence: no period
-    # that ends before it is ever filed (an accepted all-zero report cannot be corrected).
+    """The regulator's `sandbox` or `production` (prod must use production)."""
     first_data_date: IsoDay
-    # Regulator endpoints, for the job's NetworkPolicy egress.
+    """The first WAT day the platform holds call records for under this licence: no period that ends
+    before it is ever filed (an accepted all-zero report cannot be corrected)."""
     ncc_egress_cidrs: Annotated[list[Network], Field(min_length=1)]
+    """Regulator endpoints, for the job's NetworkPolicy egress."""
     sftp_host: Host
+    """The regulator's SFTP server (its host key pinned by `nccSftpKnownHosts`)."""
     sftp_port: Port = 22
+    """The SFTP server's port."""
     sftp_user: SftpUser = "acm"
+    """The SFTP user the regulator gave the operator."""
     sftp_directory: AbsolutePath = "/incoming"
+    """The regulator's upload folder."""
     atrs_base_url: HttpsUrl
-    # Confirmed with the regulator at onboarding: it answers a repeated Idempotency-Key with
-    # the original result. false: a POST that got no answer is not resent; it waits for a
-    # person (ncc-report resolve) and NccSubmissionUnconfirmed fires.
+    """The ATRS API's base URL (HTTPS, verified)."""
     atrs_idempotency_key_honoured: bool = True
+    """Confirmed with the regulator at onboarding: it answers a repeated Idempotency-Key with the
+    original result. false: a POST that got no answer is not resent; it waits for a person
+    (ncc-report resolve) and NccSubmissionUnconfirmed fires."""
     dry_run: bool = False
+    """Generate and check the packages but send nothing (never in prod)."""
     reports: ComplianceReports
+    """The schedule and deadlines of each report's CronJob (Africa/Lagos time)."""
     scratch_size: StorageQuantity = "1Gi"
+    """The size of each Job's scratch volume, where packages are built."""
     history_limit: Annotated[int, Field(ge=1, le=30)] = 7
+    """Finished Jobs kept per CronJob, for their logs."""
     evidence_store: EvidenceStore | None = None
+    """The S3 store that keeps every accepted submission under Object Lock; required in prod."""
     backup: DatabaseBackup | None = None
+    """Database backups (`ncc-report backup`) into the evidence store; required in prod."""
 
     @model_validator(mode="after")
     def _evidence_kept_where_it_counts(self) -> Self:
@@ -219,8 +250,8 @@ class ComplianceConfig(Model):
 class ComplianceJobsArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -230,10 +261,10 @@ class ComplianceJobsArgs(BaseModel):
     zone_topology_key: str
     database_host: str
     database_port: int
-    # Secret values by SecretSettings field name; only ever placed in a Kubernetes Secret.
     secrets: dict[str, str]
-    # The evidence store's CA (the local stand-in's, or evidenceStore.caCertificate).
+    """Secret values by SecretSettings field name; only ever placed in a Kubernetes Secret."""
     evidence_ca_certificate: str | None = None
+    """The evidence store's CA (the local stand-in's, or evidenceStore.caCertificate)."""
 
 
 class ComplianceJobs(pulumi.ComponentResource):

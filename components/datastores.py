@@ -45,13 +45,18 @@ POSTGRESQL_IMAGE = ImageRecipe("postgresql", "images/postgresql/Dockerfile",
 
 class DragonflyConfig(Model):
     image: ImageRef
+    """Dragonfly's image, pinned by tag or digest."""
     resources: Resources
+    """CPU and memory of the Dragonfly pod."""
     storage: Storage
+    """Dragonfly's volume."""
     port: Port = 6379
+    """The Redis protocol port."""
     image_build: ImageBuild | None = None
-    # "redis": Redis 7 from Debian in Dragonfly's place (same protocol for what the platform
-    # uses), given Redis's own arguments.
+    """Build a Redis stand-in's image here instead (`local`)."""
     stand_in: Literal["redis"] | None = None
+    """"redis": Redis 7 from Debian in Dragonfly's place (same protocol for what the platform uses),
+    given Redis's own arguments."""
 
     @model_validator(mode="after")
     def _stand_in_built(self) -> Self:
@@ -61,20 +66,29 @@ class DragonflyConfig(Model):
 
 class YugabyteTier(Model):
     replicas: Annotated[int, Field(ge=1)]
+    """Pods of this tier."""
     resources: Resources
+    """CPU and memory of each pod of this tier."""
     storage: Storage
+    """Each pod's volume."""
 
 
 class YugabyteConfig(Model):
     image: ImageRef
+    """YugabyteDB's image, pinned by tag or digest."""
     replication_factor: Annotated[int, Field(ge=1, le=7)]
+    """Copies of each tablet: odd, 3 or more in prod."""
     masters: YugabyteTier
+    """The YB-Master StatefulSet."""
     tservers: YugabyteTier
+    """The YB-TServer StatefulSet (the SQL endpoint)."""
     ysql_port: Port = 5433
+    """The PostgreSQL-compatible SQL port."""
     image_build: ImageBuild | None = None
-    # "postgresql": one PostgreSQL 15 server answers YSQL (same wire protocol and SQL for what
-    # the platform uses) in the tservers' place and under their Service names; no masters.
+    """Build a PostgreSQL stand-in's image here instead (`local`)."""
     stand_in: Literal["postgresql"] | None = None
+    """"postgresql": one PostgreSQL 15 server answers YSQL (same wire protocol and SQL for what the
+    platform uses) in the tservers' place and under their Service names; no masters."""
 
     @model_validator(mode="after")
     def _enough_replicas(self) -> Self:
@@ -95,10 +109,15 @@ class YugabyteConfig(Model):
 
 class ClickHouseConfig(Model):
     image: ImageRef
+    """ClickHouse's image, pinned by tag or digest."""
     resources: Resources
+    """CPU and memory of the ClickHouse pod."""
     storage: Storage
+    """ClickHouse's volume."""
     http_port: Port = 8123
+    """ClickHouse's HTTP port, with a password."""
     native_port: Port = 9000
+    """ClickHouse's native protocol port, with a password."""
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
@@ -119,8 +138,8 @@ class StoreArgs(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -179,10 +198,10 @@ def acl_file(users: list[StoreUser]) -> str:
 
 class DragonflyArgs(StoreArgs):
     settings: DragonflyConfig
-    # Every client's user; nobody else may connect (the default user is off).
     users: list[StoreUser]
-    # The stack's secretsDigestKey: the server reads its ACL file at start.
+    """Every client's user; nobody else may connect (the default user is off)."""
     digest_key: str
+    """The stack's secretsDigestKey: the server reads its ACL file at start."""
 
 
 class Dragonfly(pulumi.ComponentResource):
@@ -243,8 +262,8 @@ CLICKHOUSE_ENGINE_USER = "acm_engine"
 
 class ClickHouseArgs(StoreArgs):
     settings: ClickHouseConfig
-    # The engines' ClickHouse password; the image's default user is removed.
     engine_password: str
+    """The engines' ClickHouse password; the image's default user is removed."""
     digest_key: str
 
 
@@ -296,10 +315,10 @@ class ClickHouse(pulumi.ComponentResource):
 
 class YugabyteArgs(StoreArgs):
     settings: YugabyteConfig
-    # The Secret with the platform's database role (username, password): the PostgreSQL
-    # stand-in makes its role from it at start (the pod template's keyed digest of it, under
-    # the stack's secretsDigestKey, rolls it when the password is rotated).
     database_secret_name: str
+    """The Secret with the platform's database role (username, password): the PostgreSQL stand-in
+    makes its role from it at start (the pod template's keyed digest of it, under the stack's
+    secretsDigestKey, rolls it when the password is rotated)."""
     database_password: str
     digest_key: str
 

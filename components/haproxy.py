@@ -52,11 +52,17 @@ OPTIONS_PROBE = (
 
 class HaproxyPorts(Model):
     sip_tcp: Port = 5060
+    """SIP over TCP from the interconnect."""
     sip_tls: Port = 5061
+    """SIP over TLS from the interconnect (passed through to OpenSIPS)."""
     management: Port = 8080
+    """OpenSIPS's management interface, through HAProxy, with the control account."""
     stats: Port = 8404
+    """HAProxy's stats page, with the control account."""
     health: Port = 8405
+    """The health page the probes and a cloud load balancer ask."""
     metrics: Port = 8406
+    """HAProxy's Prometheus metrics, with the control account."""
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
@@ -68,8 +74,11 @@ class HaproxyPorts(Model):
 
 class HealthCheck(Model):
     inter_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    """Seconds between checks of a healthy OpenSIPS."""
     rise: Annotated[int, Field(ge=1, le=10)] = 2
+    """Checks in a row that bring an OpenSIPS into service."""
     fall: Annotated[int, Field(ge=1, le=10)] = 3
+    """Checks in a row that take an OpenSIPS out of service."""
 
 
 # How HAProxy finds and admits OpenSIPS pods, and how fast it lets one go. These set the
@@ -132,18 +141,28 @@ HAPROXY_IMAGE = ImageRecipe("haproxy", "images/haproxy/Dockerfile", ("images/hap
 
 class HaproxyConfig(Model):
     image: ImageRef
+    """HAProxy's image, pinned by tag or digest (not `:latest`)."""
     image_build: ImageBuild | None = None
+    """Build HAProxy's image here (from Debian's package) instead of pulling `image`."""
     replicas: Annotated[int, Field(ge=1)]
+    """HAProxy pods (a fixed number: the front door does not autoscale)."""
     resources: Resources
+    """CPU and memory of each HAProxy pod."""
     pdb: Disruption
+    """HAProxy's PodDisruptionBudget."""
     ports: HaproxyPorts = HaproxyPorts()
+    """HAProxy's listening ports."""
     health_check: HealthCheck = HealthCheck()
+    """How HAProxy checks each OpenSIPS pod."""
     max_connections: Annotated[int, Field(ge=100)] = 20000
-    # The open-files limit the cluster's container runtime gives a pod (Kubernetes has no
-    # setting for it). HAProxy needs two descriptors per connection and exits at start-up
-    # when the limit is lower ("Cannot raise FD limit").
+    """Connections each HAProxy pod holds at most; two file descriptors each must fit
+    `openFilesLimit`."""
     open_files_limit: Annotated[int, Field(ge=1024)] = 65536
+    """The open-files limit the cluster's container runtime gives a pod (Kubernetes has no setting
+    for it). HAProxy needs two descriptors per connection and exits at start-up when the limit is
+    lower ("Cannot raise FD limit")."""
     service_type: Literal["LoadBalancer", "ClusterIP", "NodePort"] = "LoadBalancer"
+    """The SIP Service's type: `LoadBalancer` in a cloud, `NodePort` on the local cluster."""
 
     @model_validator(mode="after")
     def _pdb_below_replicas(self) -> Self:
@@ -164,8 +183,8 @@ class HaproxyConfig(Model):
 class HaproxyArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -179,9 +198,9 @@ class HaproxyArgs(BaseModel):
     opensips_max_replicas: int
     sip_peer_cidrs: list[str]
     control_password: str
-    # The stack's secretsDigestKey: the pod template carries the keyed digest of the userlist
-    # HAProxy reads at start, so a rotated password rolls HAProxy.
     digest_key: str
+    """The stack's secretsDigestKey: the pod template carries the keyed digest of the userlist
+    HAProxy reads at start, so a rotated password rolls HAProxy."""
 
 
 def control_userlist(password: str) -> str:

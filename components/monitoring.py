@@ -88,26 +88,38 @@ PROMETHEUS_IMAGE = ImageRecipe("prometheus", "images/prometheus/Dockerfile",
 
 class PrometheusConfig(Model):
     image: ImageRef
+    """Prometheus's image, pinned by tag or digest."""
     image_build: ImageBuild | None = None
+    """Build Prometheus's image here (from Debian's package) instead."""
     resources: Resources
+    """CPU and memory of the Prometheus pod."""
     storage: Storage
+    """Prometheus's volume."""
     scrape_interval_seconds: Annotated[int, Field(ge=5, le=300)] = 15
+    """Seconds between scrapes."""
     retention_days: Annotated[int, Field(ge=1, le=400)] = 15
+    """Days of metrics Prometheus keeps."""
     detection_latency_alert_ms: Annotated[int, Field(ge=1)] = 200
+    """The engines' screening latency (p99, ms) above which `AcmHighDetectionLatency` fires."""
 
 
 class GrafanaConfig(Model):
     image: ImageRef
+    """Grafana's image, pinned by tag or digest."""
     resources: Resources
+    """CPU and memory of the Grafana pod."""
 
 
 class MonitoringConfig(Model):
     prometheus: PrometheusConfig
+    """Prometheus: scrapes every part and evaluates the alert rules."""
     alertmanager: AlertmanagerConfig
+    """Alertmanager: routes and receivers of every alert."""
     grafana: GrafanaConfig
-    # Where docs/runbooks is published for the people on the receiving end: each rule's
-    # runbook_url is this, '/', the alert's name and '.md'.
+    """Grafana (with `features.grafana`)."""
     runbook_base_url: WebUrl
+    """Where docs/runbooks is published for the people on the receiving end: each rule's runbook_url
+    is this, '/', the alert's name and '.md'."""
 
 
 def missed_run_alert(report: str) -> str:
@@ -148,8 +160,8 @@ def credential_file(auth: kube.BasicAuth) -> str:
 class MonitoringArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -160,10 +172,10 @@ class MonitoringArgs(BaseModel):
     grafana_admin_password: str
     prometheus_control_password: str
     alertmanager_control_password: str
-    # The secret alertmanagerCredentials (JSON), or its offline placeholder.
     alertmanager_credentials: str
-    # The stack's secretsDigestKey (the web configs' bcrypt salts are keyed with it).
+    """The secret alertmanagerCredentials (JSON), or its offline placeholder."""
     digest_key: str
+    """The stack's secretsDigestKey (the web configs' bcrypt salts are keyed with it)."""
     priority_class: str
     node_topology_key: str
     zone_topology_key: str

@@ -42,7 +42,9 @@ ALERT_RECEIVER_SECRET_DIR = "/etc/alert-receiver"
 
 class MediaGatewayStandInConfig(Model):
     image_build: ImageBuild
+    """Where the stand-in image is built and pushed."""
     sip_port: Port = 5060
+    """The stand-in's SIP port."""
 
 
 # --- the component ------------------------------------------------------------------------
@@ -51,8 +53,8 @@ class MediaGatewayStandInConfig(Model):
 class MediaGatewayStandInArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -112,8 +114,11 @@ class AlertReceiverStandInConfig(Model):
     name as `credential`), so a notification that arrives was sent with the account."""
 
     image_build: ImageBuild
+    """Where the stand-in image is built and pushed."""
     username: str = "alertmanager"
+    """The basic-auth user the webhooks send."""
     credential: CredentialName
+    """The key of `alertmanagerCredentials` holding the webhooks' password."""
 
 
 # --- the component ------------------------------------------------------------------------
@@ -126,10 +131,10 @@ class AlertReceiverStandInArgs(BaseModel):
     namespace: str
     instance: str
     settings: AlertReceiverStandInConfig
-    # The value of the credential the webhooks send (from alertmanagerCredentials).
     password: str
-    # The stack's secretsDigestKey: the stand-in reads its password at start.
+    """The value of the credential the webhooks send (from alertmanagerCredentials)."""
     digest_key: str
+    """The stack's secretsDigestKey: the stand-in reads its password at start."""
     priority_class: str
     node_topology_key: str
     zone_topology_key: str
@@ -213,7 +218,9 @@ OBJECT_STORE_IMAGE = ImageRecipe("object-store", "images/object-store/Dockerfile
 
 class ObjectStoreStandInConfig(Model):
     image_build: ImageBuild
+    """Where the object store's image is built and pushed."""
     storage: Storage
+    """The object store's volume."""
 
 
 class ObjectStoreStandInArgs(BaseModel):
@@ -223,12 +230,12 @@ class ObjectStoreStandInArgs(BaseModel):
     namespace: str
     instance: str
     settings: ObjectStoreStandInConfig
-    # The root account: the evidence store's keys (secrets evidenceStoreAccessKeyId and
-    # evidenceStoreSecretAccessKey), which the jobs use.
     access_key_id: str
+    """The root account: the evidence store's keys (secrets evidenceStoreAccessKeyId and
+    evidenceStoreSecretAccessKey), which the jobs use."""
     secret_access_key: str
-    # The stack's secretsDigestKey: the store's TLS certificate is derived from it.
     digest_key: str
+    """The stack's secretsDigestKey: the store's TLS certificate is derived from it."""
     priority_class: str
     node_topology_key: str
     zone_topology_key: str

@@ -1,8 +1,9 @@
-"""`acmctl`: the platform team's offline review tool (render a stack without a cluster).
+"""`acmctl`: the platform team's review and recovery tool.
 
-Deployments go through the Pulumi engine (`scripts/pulumi up --stack STACK`); the render runs
-the same program under Pulumi's mocks and never decrypts a secret, so it needs no cluster, no
-state backend and no secrets provider.
+It renders a stack without a cluster, summarizes CI's previews, restores a database backup and
+prints the settings reference. Deployments go through the Pulumi engine (`scripts/pulumi up
+--stack STACK`); the render runs the same program under Pulumi's mocks and never decrypts a
+secret, so it needs no cluster, no state backend and no secrets provider.
 """
 
 from __future__ import annotations
@@ -10,39 +11,79 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from stacks.config import StackConfigError
 from stacks.stack_files import STACKS
 
+EXAMPLES = {
+    "render": "acmctl render prod --out out/prod",
+    "preview-summary": "acmctl preview-summary previews/ --out summary.md",
+    "restore-database": "acmctl restore-database prod --backup "
+                        "backups/NCC-ACM-0042/acm/20261207T011500Z.dump.age",
+    "settings-reference": "acmctl settings-reference --out docs/settings.md",
+}
+EXIT_STATUS = {
+    "render": "0 rendered; 2 the stack's configuration is invalid (each problem named by its key)",
+    "preview-summary": "0 every stack may proceed; 1 a stack is blocked (mandatory policy "
+                       "violation or failed preview); 2 a file that is not what the engine writes",
+    "restore-database": "0 restored (or listed); 1 the restore Job failed (its log is printed); "
+                        "2 the stack, its cluster or its backup identity cannot be used",
+    "settings-reference": "0 written",
+}
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it does, its exit status and an example."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"exit status: {EXIT_STATUS[name]}\n\nexample:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="acmctl", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="acmctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n" + "\n".join(f"  {example}" for example in EXAMPLES.values()))
     commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser(
-        "render", help="render a stack's Kubernetes objects and config files without a cluster"
-    )
+    render = _command(
+        commands, "render", "render a stack's Kubernetes objects and config files without a "
+                            "cluster or its secrets")
     render.add_argument("stack", help=f"stack name ({', '.join(STACKS)})")
     render.add_argument("--out", type=Path, required=True, help="output directory")
-    summary = commands.add_parser(
-        "preview-summary",
-        help="summarize CI's previews (<stack>.preview.json and <stack>.events.jsonl in a "
-             "folder) as Markdown for a change request; exit 1 when a stack is blocked")
+    summary = _command(
+        commands, "preview-summary",
+        "summarize CI's previews (<stack>.preview.json, <stack>.events.jsonl and <stack>.status "
+        "in a folder) as Markdown for a change request (docs/ci-review.md)")
     summary.add_argument("folder", type=Path, help="folder holding the previews")
     summary.add_argument("--out", type=Path, help="write the Markdown here (default: stdout)")
-    restore = commands.add_parser(
-        "restore-database",
-        help="restore a database backup into a stack's report database (replaces what is "
-             "there; the stack's cluster from KUBECONFIG and its kubernetes.context); without "
-             "--backup, list the backups. Example: acmctl restore-database prod --backup "
-             "backups/NCC-ACM-0042/acm/20261207T011500Z.dump.age")
+    restore = _command(
+        commands, "restore-database",
+        "restore a database backup into a stack's report database (replaces what is there; the "
+        "stack's cluster from KUBECONFIG and its kubernetes.context); without --backup, list "
+        "the backups (docs/ncc-compliance.md, \"Database backups and the restore\")")
     restore.add_argument("stack", help=f"stack name ({', '.join(STACKS)})")
     restore.add_argument("--backup", metavar="KEY", help="the backup's key in the store")
+    reference = _command(
+        commands, "settings-reference",
+        "print the stack settings reference (docs/settings.md) from the settings models")
+    reference.add_argument("--out", type=Path, help="write it here (default: stdout)")
     options = parser.parse_args(argv)
 
     if options.command == "preview-summary":
         return preview_summary(options.folder, options.out)
     if options.command == "restore-database":
         return restore_database_command(options.stack, options.backup)
+    if options.command == "settings-reference":
+        from stacks.settings_reference import settings_reference
+
+        page = settings_reference()
+        if options.out is None:
+            print(page, end="")
+        else:
+            options.out.write_text(page)
+        return 0
 
     from stacks.render import render_stack, write_rendering
 

@@ -50,63 +50,80 @@ class StackConfigError(ValueError):
 
 
 class KubernetesSettings(Model):
-    # The provider's identity: without it a changed kubeconfig replaces the provider and every
-    # resource of the stack with it (topology spec, "Known traps").
     cluster_identifier: DnsLabel
+    """The provider's identity: without it a changed kubeconfig replaces the provider and every
+    resource of the stack with it (topology spec, "Known traps")."""
     context: str | None = None
-    # A stack whose previews run where its cluster cannot be reached (CI review without
-    # credentials) says so here; its previews then warn instead of failing. `up` always needs
-    # the cluster.
+    """The kubeconfig context to use; unset: the kubeconfig's current context."""
     preview_without_cluster: bool = False
+    """A stack whose previews run where its cluster cannot be reached (CI review without
+    credentials) says so here; its previews then warn instead of failing. `up` always needs the
+    cluster."""
     node_topology_key: str = "kubernetes.io/hostname"
+    """The node label the SIP path's pods are spread over (one pod per node where possible)."""
     zone_topology_key: str = "topology.kubernetes.io/zone"
+    """The node label for zones, the second spread of the SIP path's pods."""
 
 
 class NetworkSettings(Model):
-    # Interconnect partners allowed to send SIP (the source address is fraud evidence).
     sip_peer_cidrs: Annotated[list[Network], Field(min_length=1)]
+    """Interconnect partners allowed to send SIP (the source address is fraud evidence)."""
 
 
 class SecretSettings(Model):
     """Values that only ever come from Pulumi secret config (`pulumi config set --secret`)."""
 
     database_password: str
+    """The report database's password (engines and jobs)."""
     grafana_admin_password: str
+    """Grafana's admin password."""
     sip_tls_certificate: str
+    """The SIP TLS certificate chain (PEM), served by OpenSIPS."""
     sip_tls_private_key: str
+    """The SIP TLS certificate's private key (PEM)."""
     ncc_atrs_client_id: str
+    """The ATRS API client ID."""
     ncc_atrs_client_secret: str
+    """The ATRS API client secret."""
     ncc_sftp_private_key: str
+    """The SFTP private key (OpenSSH format)."""
     ncc_sftp_known_hosts: str
-    # Basic-auth passwords of the control and metrics endpoints: OpenSIPS's httpd (MI and
-    # metrics) and HAProxy's stats, metrics and management frontends.
+    """The regulator's SFTP host key lines (pinned; the job refuses any other)."""
     opensips_control_password: str
+    """Basic-auth passwords of the control and metrics endpoints: OpenSIPS's httpd (MI and metrics)
+    and HAProxy's stats, metrics and management frontends."""
     haproxy_control_password: str
-    # Alertmanager's web and API account (Prometheus sends with it), and the receivers'
-    # credentials: a JSON object of credential name (what a receiver's `credential` says) to
-    # value (a PagerDuty routing key, an Opsgenie API key, a webhook or SMTP password).
+    """HAProxy's stats, metrics and management account."""
     alertmanager_control_password: str
+    """Alertmanager's web and API account (Prometheus sends with it), and the receivers'
+    credentials: a JSON object of credential name (what a receiver's `credential` says) to value (a
+    PagerDuty routing key, an Opsgenie API key, a webhook or SMTP password)."""
     alertmanager_credentials: str
-    # Prometheus's web and API account (Grafana and the tests query with it), and the account
-    # Prometheus scrapes the compliance exporter with.
+    """A JSON object of the receivers' credentials, by name."""
     prometheus_control_password: str
+    """Prometheus's web and API account (Grafana and the tests query with it), and the account
+    Prometheus scrapes the compliance exporter with."""
     compliance_exporter_password: str
-    # Dragonfly's ACL users: OpenSIPS (the breaker's keys) and the ACM engines (their cache).
+    """The compliance exporter's metrics account."""
     dragonfly_opensips_password: str
+    """Dragonfly's ACL users: OpenSIPS (the breaker's keys) and the ACM engines (their cache)."""
     dragonfly_engine_password: str
-    # The account Prometheus scrapes the ACM engines' /metrics with.
+    """The engines' Dragonfly user."""
     acm_engine_metrics_password: str
-    # The engines' ClickHouse user (the image's passwordless default user is removed).
+    """The account Prometheus scrapes the ACM engines' /metrics with."""
     clickhouse_engine_password: str
-    # The evidence store's keys (compliance.evidenceStore), and the age identity that decrypts
-    # the database backups: never deployed, read by the restore (scripts/restore-database).
+    """The engines' ClickHouse user (the image's passwordless default user is removed)."""
     evidence_store_access_key_id: str
+    """The evidence store's access key ID (`compliance.evidenceStore`)."""
     evidence_store_secret_access_key: str
+    """The evidence store's secret access key."""
     backup_identity: str
-    # The stack's own key for what is derived from secrets: the digest of the Secrets each
-    # workload reads at start (so a rotated secret rolls exactly its readers) and the salts
-    # of the bcrypt hashes in web configs (components/base/credentials.py).
+    """The age identity that decrypts the database backups: never deployed, read by `acmctl
+    restore-database`."""
     secrets_digest_key: str
+    """The stack's own key for what is derived from secrets: the digest of the Secrets each workload
+    reads at start (so a rotated secret rolls exactly its readers) and the salts of the bcrypt
+    hashes in web configs (components/base/credentials.py)."""
 
 
 SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)
@@ -114,22 +131,42 @@ SECRET_KEYS = tuple(to_camel(name) for name in SecretSettings.model_fields)
 
 class StackConfig(Model):
     environment: Environment
+    """Which environment this stack is: `prod` is held to the production floor (replica minimums,
+    real receivers, the NCC production API)."""
     namespace: DnsLabel
+    """The Kubernetes namespace every resource of the platform goes into."""
     kubernetes: KubernetesSettings
+    """Which cluster the stack deploys to, and how pods are spread over it."""
     network: NetworkSettings
+    """Who may send SIP to the platform."""
     features: Features = Features()
+    """Parts a stack may leave out."""
     haproxy: HaproxyConfig
+    """The TCP/TLS front door: HAProxy in front of OpenSIPS, with the PROXY protocol."""
     opensips: OpenSipsConfig
+    """The SIP proxy: screening through the engines, the circuit breaker, media gateways, flood
+    protection and shedding."""
     acm_engine: AcmEngineConfig
+    """The ACM engines that screen each call (302 clean, 603 fraud)."""
     dragonfly: DragonflyConfig
+    """Dragonfly: the breaker's and gateways' shared state, the engines' cache."""
     yugabyte: YugabyteConfig
+    """YugabyteDB: the engines' data and the NCC jobs' report database."""
     clickhouse: ClickHouseConfig
+    """ClickHouse, the engines' CDR analytics (with `features.clickhouse`)."""
     monitoring: MonitoringConfig
+    """Prometheus, Alertmanager and Grafana."""
     compliance: ComplianceConfig
+    """The NCC compliance jobs: schedules, the regulator's endpoints, the evidence store and
+    backups."""
     media_gateway_stand_in: MediaGatewayStandInConfig | None = None
+    """`local` only: SIPp media gateways that answer 200 and hang up."""
     alert_receiver_stand_in: AlertReceiverStandInConfig | None = None
+    """`local` only: a webhook receiver every alert route notifies."""
     object_store_stand_in: ObjectStoreStandInConfig | None = None
+    """`local` only: an S3 store with Object Lock (VersityGW) for evidence and backups."""
     secrets: SecretSettings
+    """The secret settings (top-level keys, set with `--secret`)."""
 
     @model_validator(mode="after")
     def _stand_ins_only_locally(self) -> Self:

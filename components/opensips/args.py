@@ -12,8 +12,8 @@ from components.opensips.settings import OpenSipsConfig
 class OpenSipsArgs(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    # Where the part's images come from: the stack's StackImages (each built once).
     images: ImageSource
+    """Where the part's images come from: the stack's StackImages (each built once)."""
 
     namespace: str
     instance: str
@@ -27,16 +27,16 @@ class OpenSipsArgs(BaseModel):
     acm_engine_port: int
     dragonfly_host: str
     dragonfly_port: int
-    # OpenSIPS's ACL user in the breaker store (STORE_USER): its password.
     dragonfly_password: str
+    """OpenSIPS's ACL user in the breaker store (STORE_USER): its password."""
     sidecar_image: str
     sip_peer_cidrs: list[str]
     tls_certificate: str
     tls_private_key: str
-    # Basic auth of the httpd (MI and metrics): OpenSIPS, its sidecar and Prometheus use it.
     control_password: str
-    # The stack's secretsDigestKey (the pod template's digest of the Secrets read at start).
+    """Basic auth of the httpd (MI and metrics): OpenSIPS, its sidecar and Prometheus use it."""
     digest_key: str
-    # The rollout's timing, from how HAProxy discovers and checks the pods (stacks compose it).
+    """The stack's secretsDigestKey (the pod template's digest of the Secrets read at start)."""
     admission_seconds: int = 5
+    """The rollout's timing, from how HAProxy discovers and checks the pods (stacks compose it)."""
     withdrawal_seconds: int = 0

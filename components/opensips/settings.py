@@ -34,12 +34,17 @@ from components.opensips.memory import (
 
 class OpenSipsPorts(Model):
     sip_udp: Port = 5060
+    """SIP over UDP (the UDP Service sends here directly: HAProxy does not proxy UDP)."""
     sip_tcp: Port = 5060
+    """SIP over TCP inside the cluster."""
     sip_tls: Port = 5061
-    # PROXY-protocol sockets: only the HAProxy pods may reach them (NetworkPolicy).
+    """SIP over TLS inside the cluster."""
     proxy_tcp: Port = 5070
+    """PROXY-protocol sockets: only the HAProxy pods may reach them (NetworkPolicy)."""
     proxy_tls: Port = 5071
+    """SIP over TLS from HAProxy, with the PROXY protocol header; only HAProxy may reach it."""
     http: Port = 8888
+    """OpenSIPS's HTTP MI and metrics, with the control account."""
 
     @model_validator(mode="after")
     def _distinct_tcp_ports(self) -> Self:
@@ -51,9 +56,11 @@ class OpenSipsPorts(Model):
 
 class MediaGateway(Model):
     host: Host
+    """The gateway's host name or IP address."""
     port: Port = 5060
-    # load_balancer capacity: concurrent calls this gateway takes.
+    """The gateway's SIP port."""
     capacity: Annotated[int, Field(ge=1)]
+    """load_balancer capacity: concurrent calls this gateway takes."""
 
 
 class FloodProtection(Model):
@@ -65,13 +72,15 @@ class FloodProtection(Model):
     """
 
     requests_per_second: Annotated[int, Field(ge=1)] = 30
+    """New requests a second one address may send."""
     trunk_requests_per_second: Annotated[int, Field(ge=1)] = 5000
+    """New requests a second an address in `network.sipPeerCidrs` may send."""
 
 
 # New calls a second one core of OpenSIPS screens (benchmarks/opensips_capacity.py: OpenSIPS
 # alone on a core, 8 UDP workers, the screened path; ramps gave 2,316, 2,382 and 2,001 one day,
 # 1,525, 1,906 and 1,525 another; 1,906 in all three once the UDP receive buffer was 4 MiB:
-# the lowest of all, rounded down; README, "Measured"). A pod's
+# the lowest of all, rounded down; docs/measurements.md). A pod's
 # shedding ceiling may not promise more than its CPU limit can carry; the stacks set 90 % of it.
 SCREENED_CPS_PER_CORE = 1500
 SHED_SLOTS_PER_SECOND = 10
@@ -79,7 +88,7 @@ SHED_SLOTS_PER_SECOND = 10
 # traffic at 4x the capacity): with it, a burst or a worker's wait on Dragonfly dropped
 # datagrams in the kernel (UdpRcvbufErrors), and each dropped INVITE came back as a
 # retransmission 500 ms later; with 4 MiB, 0 of 146-919 calls failed at 4x. The kernel caps
-# the buffer at the node's net.core.rmem_max (not a pod's to set): the README says so.
+# the buffer at the node's net.core.rmem_max (not a pod's to set): docs/operations.md says so.
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
@@ -98,7 +107,10 @@ class LoadShedding(Model):
     twice its capacity 72 % of calls failed). Flood protection per caller stays as it is."""
 
     calls_per_second: Annotated[int, Field(ge=1)]
+    """New calls a second each OpenSIPS pod admits; at most `SCREENED_CPS_PER_CORE` times its CPU
+    limit."""
     retry_after_seconds: Annotated[int, Field(ge=1, le=60)] = 2
+    """The `Retry-After` of a shed call's 503."""
 
     @property
     def slots_per_second(self) -> int:
@@ -121,41 +133,62 @@ class LoadShedding(Model):
 
 class CircuitBreaker(Model):
     failure_threshold: Annotated[int, Field(ge=1)] = 5
+    """Calls the engines failed to screen that open the breaker."""
     open_seconds: Annotated[int, Field(ge=1)] = 30
+    """Seconds the breaker stays open before half-open trials."""
     half_open_percent: Percent = 10
+    """Share of calls, in percent, that try the engines while half open."""
 
 
 class OpenSipsConfig(Model):
-    # Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile
-    # (and the sidecar's Python from images/dispatcher-sync/Dockerfile).
     image: ImageRef
+    """Deployed as is unless imageBuild is set; then built from images/opensips/Dockerfile (and the
+    sidecar's Python from images/dispatcher-sync/Dockerfile)."""
     image_build: ImageBuild | None = None
-    # Python image of the dispatcher-sync sidecar (stdlib only).
+    """Build OpenSIPS's image here from the pinned source archive instead of pulling `image`."""
     dispatcher_sync_image: ImageRef
+    """Python image of the dispatcher-sync sidecar (stdlib only)."""
     resources: Resources
+    """CPU and memory of each OpenSIPS pod; the memory limit sets OpenSIPS's shared and private
+    memory."""
     autoscaling: Autoscaling
+    """OpenSIPS's HorizontalPodAutoscaler."""
     pdb: Disruption
+    """OpenSIPS's PodDisruptionBudget."""
     ports: OpenSipsPorts = OpenSipsPorts()
+    """OpenSIPS's listening ports."""
     udp_workers: Annotated[int, Field(ge=1, le=64)]
+    """UDP worker processes at start (the auto-scaling profile's floor)."""
     tcp_workers: Annotated[int, Field(ge=1, le=64)]
-    # The I/O threads of TCP main that read and write TCP and TLS connections (OpenSIPS's
-    # `tcp_threads`). Left unset in the cfg, OpenSIPS starts one per online CPU, which in a
-    # container is the node's count, not the pod's limit (64 threads for a 2-CPU pod on a
-    # 64-core node). Unset here, it is 1 (`tcp_threads` below); set, it may not exceed the pod's
-    # CPU limit in whole cores.
+    """TCP worker processes."""
     tcp_io_threads: Annotated[int, Field(ge=1, le=64)] | None = None
+    """The I/O threads of TCP main that read and write TCP and TLS connections (OpenSIPS's
+    `tcp_threads`). Left unset in the cfg, OpenSIPS starts one per online CPU, which in a container
+    is the node's count, not the pod's limit (64 threads for a 2-CPU pod on a 64-core node). Unset
+    here, it is 1 (`tcp_threads` below); set, it may not exceed the pod's CPU limit in whole cores.
+    """
     max_udp_workers: Annotated[int, Field(ge=1, le=128)]
+    """The most UDP workers the auto-scaling profile may run (equal to `udpWorkers`: fixed)."""
     dispatcher_probe_seconds: Annotated[int, Field(ge=1)] = 5
+    """Seconds between OPTIONS probes of each engine, and between the sidecar's refreshes of the
+    engine list."""
     gateway_probe_seconds: Annotated[int, Field(ge=1)] = 30
+    """Seconds between probes of a disabled media gateway."""
     gateway_failures_before_inactive: Annotated[int, Field(ge=1)] = 2
+    """Consecutive call failures that disable a media gateway (a 2xx resets the count)."""
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    """The circuit breaker shared by every OpenSIPS in Dragonfly: open, calls go unscreened
+    (fail-open)."""
     media_gateways: Annotated[list[MediaGateway], Field(min_length=1)]
-    # Where the media gateways live, for the NetworkPolicy egress rule.
+    """The media gateways screened calls continue to (load-balanced by channels)."""
     media_gateway_cidrs: Annotated[list[Network], Field(min_length=1)]
+    """Where the media gateways live, for the NetworkPolicy egress rule."""
     flood_protection: FloodProtection = FloodProtection()
+    """Per-caller request limits, keyed on the caller's address from the PROXY header."""
     load_shedding: LoadShedding
-    # A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort.
+    """Admission control: past the ceiling, new INVITEs get a stateless 503 before screening."""
     udp_service_type: Literal["LoadBalancer", "NodePort"] = "LoadBalancer"
+    """A cluster without a cloud load balancer (the local stack) exposes SIP/UDP on a NodePort."""
 
     @property
     def limit_cores(self) -> int:
