@@ -51,11 +51,48 @@ log = logging.getLogger("ncc-report")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 
 
+EXIT_STATUS = """exit status:
+  0  done, already accepted, or another run holds the lock (it does the work)
+  1  a period failed, was rejected, holds no call record, or waits for `resolve`
+  2  bad settings or arguments, or a period that has not ended (nothing was done)
+  3  the report database could not be reached or failed during the run
+
+Settings come from NCC_* environment variables and the files of the job's Secret
+(docs/ncc-compliance.md, "Running")."""
+
+EXAMPLES = {
+    "daily": "ncc-report daily --date 2026-11-23 --dry-run --out /tmp/ncc",
+    "weekly": "ncc-report weekly --period 2026-W47",
+    "monthly": "ncc-report monthly --period 2026-11",
+    "incidents": "ncc-report incidents",
+    "resolve": "ncc-report resolve daily 2026-11-23 --received NCC-REF-0042",
+    "status": "ncc-report status daily --date 2026-11-23",
+    "exporter": "ncc-report exporter --port 9469",
+    "migrate": "ncc-report migrate",
+    "backup": "ncc-report backup",
+    "backups": "ncc-report backups",
+    "restore": "ncc-report restore --backup backups/NCC-ACM-0042/acm/20261207T011500Z.dump.age"
+               " --identity-file ~/backup-identity.txt",
+}
+
+
+def _command(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it does, its exit status and an example."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"{EXIT_STATUS}\n\nexample:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ncc-report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="ncc-report", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  " + EXAMPLES["daily"])
     commands = parser.add_subparsers(dest="command", required=True)
     for report in REPORTS:
-        command = commands.add_parser(report, help=f"generate and submit the {report} package")
+        command = _command(commands, report, f"generate and submit the {report} package")
         _period_options(command, f"the period to (re-)run ({SHAPES[report]}); default: the "
                                  "last complete one and any missed before it")
         command.add_argument("--confirm-empty", action="store_true",
@@ -65,9 +102,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="generate the package, send nothing, record nothing")
         command.add_argument("--out", type=Path, help="where packages are written "
                                                       "(default NCC_OUT_DIR)")
-    commands.add_parser("incidents", help="submit CRITICAL alerts not yet submitted")
-    resolve = commands.add_parser(
-        "resolve", help="record what the regulator said about a submission whose POST got no "
+    _command(commands, "incidents", "submit CRITICAL alerts not yet submitted")
+    resolve = _command(
+        commands, "resolve", "record what the regulator said about a submission whose POST got no "
                         "answer (NCC_ATRS_IDEMPOTENCY_KEY_HONOURED=false)")
     resolve.add_argument("report", choices=[*REPORTS, "incident"])
     resolve.add_argument("period", help="the period, or the alert id of an incident")
@@ -76,20 +113,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="the regulator holds it, under this reference")
     answer.add_argument("--not-received", action="store_true",
                         help="the regulator does not hold it: the next run resends it")
-    status = commands.add_parser("status", help="the audit trail of a period or an incident")
+    status = _command(commands, "status", "print the audit trail of a period or an incident")
     status.add_argument("report", choices=[*REPORTS, "incident"])
     status.add_argument("period", nargs="?", help="period, or the alert id of an incident")
     _period_options(status, "the period (instead of the positional argument)")
     status.add_argument("--refresh", action="store_true",
                         help="incident: ask the regulator for its current status")
-    exporter = commands.add_parser("exporter", help="serve audit metrics for Prometheus")
+    exporter = _command(commands, "exporter", "serve audit metrics for Prometheus")
     exporter.add_argument("--port", type=int, default=9469)
-    commands.add_parser("migrate", help="apply the read contract and audit schema")
-    commands.add_parser("backup", help="back the report database up, encrypted, to the "
-                                       "evidence store, and prune old backups")
-    commands.add_parser("backups", help="list the backups in the evidence store")
-    restore = commands.add_parser(
-        "restore", help="restore a backup over the report database (it replaces what is there)")
+    _command(commands, "migrate", "apply the read contract and audit schema")
+    _command(commands, "backup", "back the report database up, encrypted, to the evidence "
+                                 "store, and prune old backups")
+    _command(commands, "backups", "list the backups in the evidence store")
+    restore = _command(
+        commands, "restore",
+        "restore a backup over the report database (it replaces what is there)")
     restore.add_argument("--backup", required=True, metavar="KEY",
                          help="the backup's key, as `ncc-report backups` lists it")
     restore.add_argument("--identity-file", required=True, type=Path, metavar="FILE",
