@@ -35,7 +35,7 @@ REPLACEMENT_RISK = {
     "Namespace": "everything in it is deleted",
 }
 # Replaced by design: the platform names its config maps after their content, so a config
-# change is a new ConfigMap and a rollout (README, "Architecture"), not a loss.
+# change is a new ConfigMap and a rollout (docs/architecture.md), not a loss.
 REPLACED_BY_DESIGN = {"ConfigMap"}
 INPUT_ONLY_MARK = "kubernetes.previewWithoutCluster is true"
 MAX_KEYS_SHOWN = 6
