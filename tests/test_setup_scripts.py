@@ -53,6 +53,7 @@ def fake_repository(tmp_path: Path, failing_step: str) -> Path:
     repo = tmp_path / "repo"
     (repo / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup", repo / "scripts" / "setup")
+    shutil.copytree(REPO / "scripts" / "lib", repo / "scripts" / "lib")
     for name in ("control-plane", "node", "images", "toolchain", "opensips", "actionlint",
                  "alertmanager", "object-store", "pulumi"):
         script = repo / "scripts" / name
