@@ -170,9 +170,9 @@ def test_a_preview_without_its_cluster_is_marked_input_only(tmp_path: Path) -> N
 
 def test_the_sample_summary_of_three_stacks(engine: Engine, deployed: auto.Stack,
                                             tmp_path: Path) -> None:
-    """docs/ci-review.md's sample: local with a replaced StatefulSet and a HAProxy change, and staging
-    (never deployed in this state, so everything would be created) blocked by a mandatory
-    rule."""
+    """The sample in docs/ci-review.md: local with a replaced StatefulSet and a HAProxy change,
+    and staging (never deployed in this state, so everything would be created) blocked by a
+    mandatory rule."""
     folder = tmp_path / "previews"
     document = stack_document(STACK)
     document["config"]["acm-platform:dragonfly"]["storage"]["size"] = "3Gi"
