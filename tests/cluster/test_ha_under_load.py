@@ -453,7 +453,7 @@ def test_the_evidence_survives_the_database_and_a_restore_gives_back_the_same_by
             uploaded = {entry["name"]: entry["sha256"] for entry in accepted.body["files"]}
             archived = {entry["key"].rsplit("/", 1)[1]: entry["sha256"]
                         for entry in archive["objects"] if "/files/" in entry["key"]}
-            assert regenerated == uploaded == archived, (regenerated, uploaded, archived)
+            assert regenerated == uploaded == archived, (printed, uploaded, archived)
             for name, digest in uploaded.items():
                 assert hashlib.sha256((sftp.root / name).read_bytes()).hexdigest() == digest
 
