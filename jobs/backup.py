@@ -28,7 +28,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from jobs import clock
-from jobs.archive import ArchiveError, store_client
+from jobs.archive import ArchiveError, EvidenceArchive, store_client
 from jobs.settings import (
     DATABASE_PASSWORD,
     ENV_PREFIX,
@@ -85,6 +85,11 @@ def take_backup(settings: JobSettings, run_id: int | None) -> BackupResult:
         raise ConfigError(f"{ENV_PREFIX}BACKUP_RECIPIENT: the age recipient the backups are "
                           "encrypted to is not set")
     client, bucket = _store(settings)
+    if settings.evidence_create_bucket:
+        # The project's own store (local): the first backup may come before the first
+        # archived submission made the bucket.
+        EvidenceArchive(client, bucket, dt.timedelta(days=settings.evidence_retention_days),
+                        production=settings.environment == "production", create=True).prepare()
     started = clock.now()
     key = f"{backup_prefix(settings)}{started:%Y%m%dT%H%M%SZ}.dump.age"
     settings.out_dir.mkdir(parents=True, exist_ok=True)

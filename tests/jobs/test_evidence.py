@@ -235,3 +235,20 @@ def test_a_backup_recipient_that_is_not_one_is_refused_by_name(
     assert cli.main(["backup"]) == 2
     printed = capsys.readouterr().err
     assert "NCC_BACKUP_RECIPIENT" in printed and "is not an age recipient" in printed
+
+
+def test_the_first_backup_makes_the_projects_own_bucket(
+        evidence_env: dict[str, str], database: Database, object_store: ObjectStore,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh local stack backs up before any submission was archived: the bucket the archive
+    would have made does not exist yet, and the backup makes it (with Object Lock)."""
+    identity = tmp_path / "backup-identity.txt"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    monkeypatch.setenv("NCC_BACKUP_RECIPIENT", subprocess.run(
+        ["age-keygen", "-y", str(identity)], check=True, capture_output=True,
+        text=True).stdout.strip())
+    bucket = evidence_env["NCC_EVIDENCE_BUCKET"]
+    assert bucket not in {b["Name"] for b in s3(object_store).list_buckets()["Buckets"]}
+    assert cli.main(["backup"]) == 0
+    lock = s3(object_store).get_object_lock_configuration(Bucket=bucket)
+    assert lock["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
