@@ -20,8 +20,16 @@ ceiling, `opensips.loadShedding.callsPerSecond`, as the stacks set theirs) is of
 per second against capacity, the setup time of admitted calls (p50/p95/p99, INVITE to 200) and
 SIPp's retransmissions. Goal (issue #24): at 2x and 4x, completed >= 90 % of capacity.
 
+Where the time goes (`--profile`). At one steady rate below the knee (`--profile-rate`, the
+same for both paths): OpenSIPS's CPU per call for the relay and the screened path, and
+`perf record` of core 0 (OpenSIPS alone on it) for each, the top functions side by side
+(Debian's linux-perf; without it the table is left out and says so). Then what each piece of
+the screened route costs: the rendered config with that piece taken out (a measurement only:
+such a route is not one to deploy), CPU per call at the same rate, median of three fresh labs;
+the difference to the whole route is the piece's cost.
+
 Run: .venv/bin/python benchmarks/opensips_capacity.py [--seconds 6] [--runs 3]
-     [--paths relay,screened] [--overload 1,2,4]
+     [--paths relay,screened] [--overload 1,2,4] [--profile] [--profile-rate 900]
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -349,6 +359,144 @@ def overload(capacity: int, ceiling: int, factors: list[int], seconds: int,
     return rows
 
 
+# --- where the time goes ---------------------------------------------------------------------
+
+# Each piece of the screened route, and how to take it out of the rendered config: (pattern,
+# replacement) pairs, regular expressions over the rendered text. A pattern that no longer
+# matches stops the benchmark: the template changed and this table must follow it.
+NEVER = "$var(never) == 1"
+PIECES: dict[str, list[tuple[str, str]]] = {
+    "sipmsg_validate": [(r"!sipmsg_validate\(\)", NEVER)],
+    "evidence headers (remove_hf_re, 2 x append_hf)": [
+        (r'remove_hf_re\("[^"]*"\);', "$var(never) = 0;"),
+        (r'append_hf\("X-ACM-[^"]*"\);', "$var(never) = 0;")],
+    "flood protection pipe (rl_check per caller)": [
+        (r'!rl_check\("caller:.*?"TAILDROP"\)', NEVER)],
+    "load shedding pipe (rl_check per slot)": [(r'!rl_check\("shed:.*?"TAILDROP"\)', NEVER)],
+    "dialog (create_dialog)": [(r"\n\s*create_dialog\(\);", "")],
+    "breaker state read from Dragonfly": [
+        (r'cache_fetch\("redis:breaker", "acm:breaker:half_open", \$var\(breaker_half_open\)\);'
+         r"\s*\$var\(breaker_read\) = \$rc;", "$var(breaker_read) = -2;")],
+    "gateway failures reset in Dragonfly (on 2xx)": [
+        (r'cache_remove\("redis:breaker", "acm:gateway_failures:\$avp\(gateway\)"\);'
+         r"\s*if \(\$rc == -1\)\s*route\(breaker_store_lost\);", "")],
+}
+
+
+def without(config: Path, piece: str) -> None:
+    text = config.read_text()
+    for pattern, replacement in PIECES[piece]:
+        text, count = re.subn(pattern, replacement.replace("\\", "\\\\"), text)
+        if count == 0:
+            raise SystemExit(f"the screened config no longer has {piece!r} ({pattern}): "
+                             "update PIECES in benchmarks/opensips_capacity.py")
+    config.write_text(text)
+
+
+def lab_maker(path: str, work: Path, pieces: tuple[str, ...] = ()) -> Callable[[], Lab]:
+    def new_lab() -> Lab:
+        ports = Ports()
+        if path == "relay":
+            config = relay_config(work, ports)
+        else:
+            config = screened_config(work, ports, UNLIMITED)
+            for piece in pieces:
+                without(config, piece)
+        return Lab(path, config, ports, work, engine=path != "relay")
+    return new_lab
+
+
+def perf_binary() -> str | None:
+    return shutil.which("perf")
+
+
+def perf_top(data: Path, limit: int) -> list[str]:
+    """The functions OpenSIPS's processes spent their samples on core 0 in, most first, as
+    shares of OpenSIPS's own time (the idle loop and the kernel's other work left out):
+    `share  function (object)`."""
+    answer = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children",
+                             "--comms", "opensips", "--percentage", "relative",
+                             "--sort", "dso,sym", "--percent-limit", "0.5", "-q"],
+                            capture_output=True, text=True, check=False)
+    rows = []
+    for line in answer.stdout.splitlines():
+        found = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.+)$", line)
+        if found:
+            rows.append(f"{float(found[1]):5.1f} % {found[3].strip()[:38]} "
+                        f"({Path(found[2]).name[:18]})")
+    return rows[:limit]
+
+
+def cpu_per_call(new_lab: Callable[[], Lab], rate: int, seconds: int,
+                 profile_to: Path | None = None) -> tuple[float, float]:
+    """OpenSIPS's CPU milliseconds per call at `rate` on a fresh lab, and the failed share;
+    `profile_to`: perf's samples of core 0 over the same seconds."""
+    lab = new_lab()
+    try:
+        recorder = None
+        if profile_to is not None:
+            recorder = subprocess.Popen(
+                ["perf", "record", "-F", "1999", "-C", PROXY_CORE, "-o", str(profile_to),
+                 "--", "sleep", str(seconds)], stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        stats, (proxy_busy, _), _ = lab.offer(rate, seconds)
+        if recorder is not None:
+            recorder.wait()
+    finally:
+        lab.close()
+    ok, failed = int(stats["SuccessfulCall(C)"]), int(stats["FailedCall(C)"])
+    return 1000 * proxy_busy / rate, failed / max(ok + failed, 1)
+
+
+def median_cpu_per_call(new_lab: Callable[[], Lab], rate: int, seconds: int,
+                        runs: int) -> tuple[float, float, float]:
+    """Median, lowest and highest CPU per call over `runs` fresh labs."""
+    figures = []
+    for _ in range(runs):
+        per_call, failed = cpu_per_call(new_lab, rate, seconds)
+        if failed >= FAILED_LIMIT:
+            raise SystemExit(f"{100 * failed:.2f} % of calls failed at {rate} CPS: profile "
+                             "below the knee (--profile-rate)")
+        figures.append(per_call)
+    return statistics.median(figures), min(figures), max(figures)
+
+
+def profile(rate: int, seconds: int, runs: int, work: Path) -> None:
+    print(f"\nWhere the time goes, at {rate} CPS ({seconds} s a run, median of {runs} "
+          "fresh labs):", flush=True)
+    relay = median_cpu_per_call(lab_maker("relay", work), rate, seconds, runs)
+    screened = median_cpu_per_call(lab_maker("screened", work), rate, seconds, runs)
+    for name, (median, low, high) in (("relay", relay), ("screened", screened)):
+        print(f"  {name:9} {median:.3f} ms of OpenSIPS CPU a call ({low:.3f}-{high:.3f}): "
+              f"{1000 / median:,.0f} calls a core-second", flush=True)
+    print(f"  CPU ratio relay / screened = {relay[0] / screened[0]:.2f}")
+    if perf_binary() is None:
+        print("  (no perf: install Debian's linux-perf for the profile of each path)")
+    else:
+        tops = {}
+        for path in ("relay", "screened"):
+            data = work / f"perf-{path}.data"
+            cpu_per_call(lab_maker(path, work), rate, seconds, profile_to=data)
+            tops[path] = perf_top(data, 18)
+        print(f"\n  {'relay: share of core 0, function (object)':62} | screened")
+        for index in range(max(len(rows) for rows in tops.values())):
+            left, right = (tops[path][index] if index < len(tops[path]) else ""
+                           for path in ("relay", "screened"))
+            print(f"  {left:62} | {right}")
+    print("\n  What each piece of the screened route costs (taken out, same rate):", flush=True)
+    whole = screened[0]
+    for piece in PIECES:
+        median, low, high = median_cpu_per_call(lab_maker("screened", work, (piece,)), rate,
+                                                seconds, runs)
+        cost = whole - median
+        print(f"    {piece:48} {cost:+.3f} ms a call ({100 * cost / whole:+5.1f} %; "
+              f"without it {median:.3f}, {low:.3f}-{high:.3f})", flush=True)
+    floor = median_cpu_per_call(lab_maker("screened", work, tuple(PIECES)), rate, seconds,
+                                runs)
+    print(f"    {'all of them':48} {whole - floor[0]:+.3f} ms a call (what is left: "
+          f"{floor[0]:.3f} ms, {floor[0] / relay[0]:.2f}x the relay)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=6)
@@ -358,6 +506,10 @@ def main() -> int:
                         help="multiples of the screened capacity to offer with shedding on")
     parser.add_argument("--capacity", type=int,
                         help="skip the screened ramps and use this capacity for the overload")
+    parser.add_argument("--profile", action="store_true",
+                        help="CPU per call, perf's top functions and each route piece's cost")
+    parser.add_argument("--profile-rate", type=int, default=900,
+                        help="the steady rate of --profile, below both paths' knees")
     options = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("needs two cores: one for OpenSIPS, one for the load")
@@ -394,6 +546,8 @@ def main() -> int:
             rows = overload(measured, ceiling, [int(f) for f in options.overload.split(",")],
                             options.seconds * 2, work)
             print("\n".join(["", "factor  rate   | calls", *rows]))
+        if options.profile:
+            profile(options.profile_rate, options.seconds, options.runs, work)
     return 0
 
 
