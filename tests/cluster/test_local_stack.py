@@ -122,10 +122,11 @@ def test_every_pod_runs_on_the_real_node_from_an_image_built_in_this_run(
     built = {r["outputs"]["imageName"]: r["outputs"]["repoDigest"]
              for r in stack.export_stack().deployment["resources"]
              if r["type"] == "docker:index/image:Image"}
-    # OpenSIPS and its sidecar, HAProxy, Prometheus, the job, the stand-ins: all built here.
+    # OpenSIPS and its sidecar, HAProxy, Prometheus, the job, the stand-ins (the object store
+    # among them): all built here.
     assert {name.split("/")[-1].split(":")[0] for name in built} == {
         "opensips", "python", "haproxy", "prometheus", "alertmanager", "ncc-compliance", "redis",
-        "postgresql", "sip-stand-in"}
+        "postgresql", "sip-stand-in", "object-store"}
     node = cluster.core().read_node("localhost")
     assert node.status.node_info.container_runtime_version == "containerd://2.4.2"
     assert node.status.node_info.kubelet_version == "v1.37.2"
@@ -134,7 +135,8 @@ def test_every_pod_runs_on_the_real_node_from_an_image_built_in_this_run(
                or p.metadata.owner_references[0].kind != "Job"]
     assert {p.metadata.labels["app.kubernetes.io/name"] for p in serving} >= {
         "opensips", "haproxy", "acm-engine", "acm-engine-backup", "dragonfly", "yb-tserver",
-        "prometheus", "alertmanager", "ncc-compliance-exporter", "media-gateway-stand-in"}
+        "prometheus", "alertmanager", "ncc-compliance-exporter", "media-gateway-stand-in",
+        "object-store"}
     for pod in serving:
         name = pod.metadata.name
         assert pod.spec.node_name == "localhost", name
