@@ -164,7 +164,8 @@ def restore_backup(settings: JobSettings, key: str, identity_file: Path) -> dict
 
 
 def close_restored_run(conn: Any, settings: JobSettings, key: str) -> None:
-    """The dump caught its own run while it was running: that run ended with this backup."""
+    """The dump caught its own run while it was running: that run ended with this backup; any
+    other run it caught is closed as interrupted."""
     client, bucket = _store(settings)
     run_id = (client.head_object(Bucket=bucket, Key=key).get("Metadata") or {}).get(
         RUN_METADATA)
@@ -173,3 +174,10 @@ def close_restored_run(conn: Any, settings: JobSettings, key: str) -> None:
             "UPDATE ncc_audit.runs SET finished_at = now(), exit_status = 0, detail = %s"
             " WHERE run_id = %s AND finished_at IS NULL",
             (f"the backup {key}, closed by its restore", int(run_id)))
+    # Any other run the dump caught in flight (a report CronJob at the same moment) went on in
+    # the lost database: its end is not in this one. Closed as interrupted, so that nothing
+    # restored reads as still running and the next run of its report catches up.
+    conn.execute(
+        "UPDATE ncc_audit.runs SET finished_at = now(), exit_status = 1, detail = %s"
+        " WHERE finished_at IS NULL",
+        (f"caught running by the backup {key}: its outcome is not in the restored database",))

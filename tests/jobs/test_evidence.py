@@ -17,7 +17,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, SSLError
 
-from jobs import audit, cli
+from jobs import audit, cli, runs
 from jobs.atrs import request_bytes
 from jobs.settings import DATABASE_PASSWORD, load_settings
 from tests.jobs.atrs_standin import AtrsStandin
@@ -176,6 +176,10 @@ def test_a_backup_restores_the_audit_trail_row_for_row_and_the_package_byte_for_
     with database.connect() as conn:
         load_awkward_day(conn)
     assert cli.main(["daily", "--date", DAY]) == 0
+    # A report run in flight while the backup is taken (a CronJob at the same moment).
+    with database.connect() as conn:
+        in_flight = runs.start(conn, "incidents", license_number=load_settings().license_number,
+                               environment="sandbox", dry_run=False, named_period=None)
     before = snapshot(database)
     capsys.readouterr()
     assert cli.main(["backup"]) == 0
@@ -197,10 +201,13 @@ def test_a_backup_restores_the_audit_trail_row_for_row_and_the_package_byte_for_
     password.chmod(0o400)
     assert cli.main(["restore", "--backup", key, "--identity-file", str(identity)]) == 0
     assert snapshot(database) == before
-    # The backup's own run, caught running by its dump, is closed by the restore.
+    # The backup's own run, caught running by its dump, is closed by the restore, and so is
+    # the report run it caught in flight, as interrupted.
     with database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM ncc_audit.runs WHERE finished_at IS NULL"
                             ).fetchone() == (0,)
+        assert conn.execute("SELECT exit_status FROM ncc_audit.runs WHERE run_id = %s",
+                            (in_flight,)).fetchone() == (1,)
     # The day generated again from the restored database, as the job: the very bytes archived.
     monkeypatch.setenv("NCC_DB_USER", JOB_USER)
     password.chmod(0o600)
