@@ -374,9 +374,9 @@ PIECES: dict[str, list[tuple[str, str]]] = {
         (r'!rl_check\("caller:.*?"TAILDROP"\)', NEVER)],
     "load shedding pipe (rl_check per slot)": [(r'!rl_check\("shed:.*?"TAILDROP"\)', NEVER)],
     "dialog (create_dialog)": [(r"\n\s*create_dialog\(\);", "")],
-    "breaker state read from Dragonfly": [
-        (r'cache_fetch\("redis:breaker", "acm:breaker:half_open", \$var\(breaker_half_open\)\);'
-         r"\s*\$var\(breaker_read\) = \$rc;", "$var(breaker_read) = -2;")],
+    "breaker state (shared variable, refreshed by the timer)": [
+        (r"if \(\$shv\(breaker\) == 2\)", "if ($var(never) == 2)"),
+        (r"if \(\$shv\(breaker\) == 1\)", "if ($var(never) == 1)")],
     "gateway failures reset in Dragonfly (on 2xx)": [
         (r'cache_remove\("redis:breaker", "acm:gateway_failures:\$avp\(gateway\)"\);'
          r"\s*if \(\$rc == -1\)\s*route\(breaker_store_lost\);", "")],

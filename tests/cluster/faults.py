@@ -243,6 +243,8 @@ def breaker_answers_again(platform: Platform, work: Path) -> bool:
     before = platform.opensips_statistic("unscreened_calls")
     platform.redis("SET", "acm:breaker:half_open", "1")
     platform.redis("SET", "acm:breaker:open", "1", "EX", "60")
+    # Every OpenSIPS reads the breaker's state from the store once a second (its timer route).
+    time.sleep(2)
     try:
         result = SteadyLoad(platform.sip_port(), 10, 20, work / "breaker-load").result()
     finally:

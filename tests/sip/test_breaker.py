@@ -30,6 +30,7 @@ from tests.sip.lab import (
 
 pytestmark = pytest.mark.slow
 PROBE_SECONDS = 1
+BREAKER_READ_SECONDS = 1
 
 
 def redis_get(port: int, key: str) -> str:
@@ -109,6 +110,8 @@ def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path)
         processes.start_opensips("idle", config)
         wait_for_port(idle.sip)
         redis_set(idle.redis, "acm:breaker:half_open", "1")
+        # The proxy reads the breaker's state from the store once a second (its timer route).
+        time.sleep(BREAKER_READ_SECONDS + 0.5)
         many_calls(idle.sip, calls)
         log = (tmp_path / "processes.log").read_text(errors="replace")
         trials = log.count("HALF_OPEN: trial call")
@@ -133,6 +136,7 @@ def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path)
         wait_for_port(ports.sip)
         time.sleep(1)
         redis_set(ports.redis, "acm:breaker:half_open", "1")
+        time.sleep(BREAKER_READ_SECONDS + 0.5)
         deadline = time.monotonic() + 60
         while redis_get(ports.redis, "acm:breaker:half_open"):
             assert time.monotonic() < deadline, "no trial closed the breaker"
@@ -171,5 +175,52 @@ def test_a_breaker_store_that_does_not_answer_is_skipped_while_calls_complete(
         log = (tmp_path / "processes.log").read_text(errors="replace")
         asks = log.count("breaker store not answering")
         assert 1 <= asks <= elapsed / BREAKER_STORE_RETRY_SECONDS + 2, (asks, elapsed)
+    finally:
+        processes.stop_all()
+
+
+def store_commands(port: int) -> dict[str, int]:
+    """How many times each command reached the store since its statistics were reset."""
+    counts = {}
+    for line in redis_cli(port, "INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, fields = line.removeprefix("cmdstat_").split(":", 1)
+            counts[name] = int(fields.split(",")[0].removeprefix("calls="))
+    return counts
+
+
+def test_calls_do_not_ask_the_store_and_another_proxys_open_is_seen_within_a_second(
+        tmp_path: Path) -> None:
+    """The breaker's state is read by each proxy's timer once a second, not by every call: 200
+    calls cost the store no more reads than the seconds they took; an OPEN that another
+    replica wrote turns this proxy's calls unscreened within about a second."""
+    ports = Ports()
+    processes = Processes(tmp_path / "processes.log")
+    try:
+        processes.start_redis(ports.redis)
+        processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
+                                   "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
+        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
+                                    "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
+        processes.start_opensips("opensips", loopback_config("local", tmp_path, ports, None))
+        wait_for_port(ports.sip)
+        time.sleep(1)
+        redis_cli(ports.redis, "CONFIG", "RESETSTAT")
+        started = time.monotonic()
+        result = many_calls(ports.sip, 200)
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stdout[-2000:]
+        reads = store_commands(ports.redis).get("get", 0)
+        # The timer reads `open`, and `half_open` when `open` is absent: two a second.
+        assert reads <= 2 * (elapsed + 1), (reads, elapsed)
+        assert statistic(ports.http, "acm_unscreened_calls_total") == 0
+
+        redis_set(ports.redis, "acm:breaker:half_open", "1")
+        redis_cli(ports.redis, "SET", "acm:breaker:open", "1", "EX", "60")
+        time.sleep(BREAKER_READ_SECONDS + 0.5)
+        for _ in range(3):
+            assert place_call(ports.sip).returncode == 0
+        assert statistic(ports.http, "acm_unscreened_calls_total") == 3
+        assert statistic(ports.http, "acm_breaker_open") == 1
     finally:
         processes.stop_all()
