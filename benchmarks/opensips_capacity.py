@@ -28,8 +28,18 @@ the screened route costs: the rendered config with that piece taken out (a measu
 such a route is not one to deploy), CPU per call at the same rate, median of three fresh labs;
 the difference to the whole route is the piece's cost.
 
+Over TCP and TLS (`--tls`). The interconnect's way in: the screened call through the rendered
+HAProxy (`send-proxy`) into OpenSIPS's PROXY-protocol TCP and TLS sockets, each call on a
+connection of its own (a partner that opens one per call, the costly case: each TLS call is a
+TLS 1.3 handshake in OpenSIPS), with the caller stand-in of tests/sip/callers.py and the
+recording engine (every call answered 603). Printed per transport, median of `--runs` fresh
+labs: OpenSIPS's and HAProxy's CPU per call, the calls a core-second they leave, failed calls;
+the TLS row's difference to the TCP row is the handshake's cost. The caller (Python) shares the
+two cores, so the calls a second it reaches are not a capacity; CPU per call is the figure.
+
 Run: .venv/bin/python benchmarks/opensips_capacity.py [--seconds 6] [--runs 3]
      [--paths relay,screened] [--overload 1,2,4] [--profile] [--profile-rate 900]
+     [--tls] [--tls-calls 3000]
 """
 
 from __future__ import annotations
@@ -51,12 +61,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from components.opensips.settings import (
+    DEFAULT_TCP_IO_THREADS,
     SCREENED_CPS_PER_CORE,
     UDP_RECEIVE_BUFFER_BYTES,
     FloodProtection,
     LoadShedding,
 )
 from tests.conftest import rendering_of
+from tests.sip.callers import CallerLab, opensips_build
 from tests.sip.lab import (
     CALLER_ADDRESS,
     CLEAN_NUMBER,
@@ -497,6 +509,50 @@ def profile(rate: int, seconds: int, runs: int, work: Path) -> None:
           f"{floor[0]:.3f} ms, {floor[0] / relay[0]:.2f}x the relay)", flush=True)
 
 
+# --- over TCP and TLS through HAProxy ----------------------------------------------------------
+
+def connection_per_call(transport: str, calls: int, work: Path) -> tuple[float, float, float, int]:
+    """One fresh lab: OpenSIPS's and HAProxy's CPU milliseconds per call, the calls a second the
+    caller reached, and the calls that did not end as they should."""
+    directory = work / f"{transport}-{time.monotonic_ns()}"
+    directory.mkdir()
+    lab = CallerLab(directory, opensips_build(), DEFAULT_TCP_IO_THREADS)
+    try:
+        lab.start()
+        opensips = [lab.processes.running["opensips"].pid]
+        haproxy = [lab.processes.running["haproxy"].pid]
+        before = cpu_seconds(opensips), cpu_seconds(haproxy)
+        tally = lab.run(transport, calls)
+        after = cpu_seconds(opensips), cpu_seconds(haproxy)
+    finally:
+        lab.stop()
+    return (1000 * (after[0] - before[0]) / calls, 1000 * (after[1] - before[1]) / calls,
+            calls / tally.seconds, tally.failures)
+
+
+def over_tls(calls: int, runs: int, work: Path) -> None:
+    print(f"\nThe screened call through HAProxy, a connection per call ({calls:,} calls, 64 at "
+          f"a time, median of {runs} fresh labs):", flush=True)
+    print(f"  {'':5} {'OpenSIPS ms/call':>17} {'HAProxy ms/call':>16} {'calls/core-s':>13} "
+          f"{'caller calls/s':>15} {'failed':>7}")
+    figures = {}
+    for transport in ("tcp", "tls"):
+        measured = [connection_per_call(transport, calls, work) for _ in range(runs)]
+        opensips = statistics.median(m[0] for m in measured)
+        haproxy = statistics.median(m[1] for m in measured)
+        rate = statistics.median(m[2] for m in measured)
+        failed = sum(m[3] for m in measured)
+        figures[transport] = opensips + haproxy
+        print(f"  {transport:5} {opensips:17.3f} {haproxy:16.3f} "
+              f"{1000 / (opensips + haproxy):13,.0f} {rate:15,.0f} {failed:7}", flush=True)
+        if failed:
+            raise SystemExit(f"{failed} calls over {transport} failed: the figures above do not "
+                             "describe working calls")
+    handshake = figures["tls"] - figures["tcp"]
+    print(f"  the TLS handshake: {handshake:+.3f} ms a call ({figures['tls'] / figures['tcp']:.2f}x"
+          " the TCP call's CPU)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=6)
@@ -510,6 +566,10 @@ def main() -> int:
                         help="CPU per call, perf's top functions and each route piece's cost")
     parser.add_argument("--profile-rate", type=int, default=900,
                         help="the steady rate of --profile, below both paths' knees")
+    parser.add_argument("--tls", action="store_true",
+                        help="CPU per screened call over TCP and TLS through HAProxy")
+    parser.add_argument("--tls-calls", type=int, default=3000,
+                        help="calls a lab of --tls, each on its own connection")
     options = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("needs two cores: one for OpenSIPS, one for the load")
@@ -548,6 +608,8 @@ def main() -> int:
             print("\n".join(["", "factor  rate   | calls", *rows]))
         if options.profile:
             profile(options.profile_rate, options.seconds, options.runs, work)
+        if options.tls:
+            over_tls(options.tls_calls, options.runs, work)
     return 0
 
 
