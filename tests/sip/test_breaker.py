@@ -149,6 +149,18 @@ def test_half_open_tries_about_its_share_and_a_good_trial_closes(tmp_path: Path)
         processes.stop_all()
 
 
+def start_screening_proxy(processes: Processes, ports: Ports, directory: Path) -> None:
+    """The local stack's OpenSIPS with an answering engine and gateway, after its first
+    dispatcher probes (Redis, if any, is the caller's to start)."""
+    processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
+                               "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
+    processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
+                                "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
+    processes.start_opensips("opensips", loopback_config("local", directory, ports, None))
+    wait_for_port(ports.sip)
+    time.sleep(1)
+
+
 def test_a_breaker_store_that_does_not_answer_is_skipped_while_calls_complete(
         tmp_path: Path) -> None:
     """Dragonfly away (nothing listens on its port): every call completes, screened, and the
@@ -160,13 +172,7 @@ def test_a_breaker_store_that_does_not_answer_is_skipped_while_calls_complete(
     ports = Ports()  # ports.redis: nothing started there
     processes = Processes(tmp_path / "processes.log")
     try:
-        processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
-                                   "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
-        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
-                                    "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
-        processes.start_opensips("opensips", loopback_config("local", tmp_path, ports, None))
-        wait_for_port(ports.sip)
-        time.sleep(1)
+        start_screening_proxy(processes, ports, tmp_path)
         started = time.monotonic()
         result = many_calls(ports.sip, 200)
         elapsed = time.monotonic() - started
@@ -198,13 +204,7 @@ def test_calls_do_not_ask_the_store_and_another_proxys_open_is_seen_within_a_sec
     processes = Processes(tmp_path / "processes.log")
     try:
         processes.start_redis(ports.redis)
-        processes.start("engine", [sipp(), "-sf", str(SCENARIOS / "acm_engine.xml"), "-i",
-                                   "127.0.0.1", "-p", str(ports.engine), "-nostdin"])
-        processes.start("gateway", [sipp(), "-sf", str(SCENARIOS / "media_gateway.xml"), "-i",
-                                    "127.0.0.1", "-p", str(ports.gateway), "-nostdin"])
-        processes.start_opensips("opensips", loopback_config("local", tmp_path, ports, None))
-        wait_for_port(ports.sip)
-        time.sleep(1)
+        start_screening_proxy(processes, ports, tmp_path)
         redis_cli(ports.redis, "CONFIG", "RESETSTAT")
         started = time.monotonic()
         result = many_calls(ports.sip, 200)
